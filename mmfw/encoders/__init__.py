@@ -1,0 +1,6 @@
+"""Encoders: ``nn.Module`` with ``out_dim``; ``forward(x) -> (B, out_dim)`` (or tokens ``(B, T, out_dim)``)."""
+
+from mmfw.encoders.lenet import LeNetEncoder
+from mmfw.encoders.timm_backbone import TimmEncoder
+
+__all__ = ["LeNetEncoder", "TimmEncoder"]

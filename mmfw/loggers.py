@@ -1,0 +1,59 @@
+"""W&B that never prompts: online with an API key, offline (files in the run folder, ``wandb sync`` later) without."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+
+from pytorch_lightning.loggers import WandbLogger
+
+
+def wandb_credentials_available() -> bool:
+    """True when an API key is in the environment or in ~/.netrc (where ``wandb login`` puts it)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        auth = netrc.netrc().authenticators("api.wandb.ai")
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return bool(auth and auth[2])
+
+
+def wandb_logger(
+    *,
+    project: str,
+    save_dir: str,
+    entity: str | None = None,
+    group: str | None = None,
+    name: str | None = None,
+    tags: list[str] | None = None,
+    offline: bool | None = None,
+    log_model: bool = False,
+    run_id: str | None = None,
+) -> WandbLogger:
+    """A ``WandbLogger`` writing under ``save_dir``.
+
+    Args:
+        offline: ``None`` decides by itself: offline when ``WANDB_MODE`` is ``offline``/``disabled`` or when no
+            API key is configured, so a run never stops at a login prompt.
+        run_id: resume this W&B run (used when a training run is resumed from its folder).
+    """
+    if offline is None:
+        offline = os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun") or not wandb_credentials_available()
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    # wandb reads these instead of asking on the terminal.
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_CONSOLE", "off")
+    extra = {"id": run_id, "resume": "allow"} if run_id else {}
+    return WandbLogger(
+        project=project,
+        entity=entity,
+        save_dir=save_dir,
+        group=group,
+        name=name,
+        tags=list(tags) if tags else None,
+        offline=offline,
+        log_model=log_model,
+        **extra,
+    )

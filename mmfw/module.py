@@ -1,0 +1,179 @@
+"""The LightningModule: per-modality encoders -> fusion -> head -> loss, with torchmetrics per split."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MinMetric
+
+from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec, drop_modalities
+from mmfw.metrics import build_metrics, default_loss, predictions
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the training loss is NaN or infinite; the last good checkpoint stays on disk."""
+
+
+class MultimodalModule(pl.LightningModule):
+    """Encoders + fusion + head, trained on the task the datamodule describes.
+
+    Args:
+        encoders: one encoder per modality, in the order of the batch's mask columns.
+        fusion: factory ``fusion(in_dims={modality: encoder.out_dim}) -> nn.Module`` (a Hydra partial).
+        head: factory ``head(in_features, out_features) -> nn.Module``; unused when the fusion outputs logits.
+        task: what to predict (from the datamodule).
+        optimizer: factory ``optimizer(params) -> Optimizer``.
+        scheduler: optional factory ``scheduler(optimizer) -> LRScheduler``, stepped every epoch.
+        loss: optional loss module; defaults to the task's loss (cross-entropy, BCE-with-logits, MSE).
+        modality_dropout: probability of masking each present modality of a training sample (at least one
+            present modality is always kept).
+        monitor: the metric that checkpointing, early stopping and sweeps optimise, e.g. ``val/acc``.
+        monitor_mode: ``max`` or ``min``; ``<monitor>_best`` is logged every validation epoch.
+        modality_ablation: at test time also report metrics with each modality masked out
+            (``test/acc[-audio]``), the modality contribution.
+    """
+
+    def __init__(
+        self,
+        *,
+        encoders: dict[str, nn.Module],
+        fusion: Callable[..., nn.Module],
+        head: Callable[..., nn.Module],
+        task: TaskSpec,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        loss: nn.Module | None = None,
+        modality_dropout: float = 0.0,
+        monitor: str = "val/acc",
+        monitor_mode: str = "max",
+        modality_ablation: bool = True,
+    ) -> None:
+        super().__init__()
+        if not encoders:
+            raise ValueError("MultimodalModule needs at least one encoder: check `modalities`")
+        if not 0.0 <= modality_dropout < 1.0:
+            raise ValueError(f"model.modality_dropout must be in [0, 1), got {modality_dropout}")
+        if monitor_mode not in ("max", "min"):
+            raise ValueError(f"monitor mode must be 'max' or 'min', got {monitor_mode!r}")
+        self.modalities = list(encoders)
+        self.task = task
+        self.encoders = nn.ModuleDict(encoders)
+        self.fusion = fusion(in_dims={name: int(enc.out_dim) for name, enc in encoders.items()})
+        if getattr(self.fusion, "outputs_logits", False):
+            if self.fusion.out_dim != task.num_outputs:
+                raise ValueError(
+                    f"fusion outputs {self.fusion.out_dim} logits but the task has {task.num_outputs} outputs: "
+                    "set fusion.num_outputs=${data.num_outputs}"
+                )
+            self.head = nn.Identity()
+        else:
+            self.head = head(in_features=self.fusion.out_dim, out_features=task.num_outputs)
+        self.loss_fn = loss if loss is not None else default_loss(task)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.modality_dropout = modality_dropout
+        self.monitor = monitor
+        self.monitor_mode = monitor_mode
+
+        self.train_metrics = build_metrics(task, "train/")
+        self.val_metrics = build_metrics(task, "val/")
+        self.test_metrics = build_metrics(task, "test/")
+        ablations = self.modalities if modality_ablation and len(self.modalities) > 1 else []
+        self.ablation_metrics = nn.ModuleDict(
+            {name: build_metrics(task, "test/", postfix=f"[-{name}]") for name in ablations}
+        )
+        self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, batch: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(B, num_outputs)`` for a batch; ``mask`` overrides ``batch["mask"]`` (B, M)."""
+        mask = batch[MASK_KEY] if mask is None else mask
+        features = {name: encoder(batch[name]) for name, encoder in self.encoders.items()}
+        return self.head(self.fusion(features, mask))
+
+    def _loss_and_outputs(
+        self, batch: dict[str, torch.Tensor], mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = predictions(self.task, self(batch, mask))
+        target = batch[TARGET_KEY]
+        loss = self.loss_fn(logits, target.float() if self.task.kind != "multiclass" else target)
+        metric_target = target.long() if self.task.kind in ("binary", "multilabel") else target
+        return loss, logits, metric_target
+
+    def _dropout_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        if self.modality_dropout == 0.0:
+            return mask
+        keep = torch.rand(mask.shape, device=mask.device) >= self.modality_dropout
+        dropped = mask & keep
+        # A sample that lost every modality keeps one of those it had, chosen at random.
+        empty = ~dropped.any(dim=1) & mask.any(dim=1)
+        if empty.any():
+            scores = torch.rand(mask.shape, device=mask.device).masked_fill(~mask, -1.0)
+            rescue = torch.zeros_like(mask).scatter_(1, scores.argmax(dim=1, keepdim=True), True)
+            dropped = torch.where(empty[:, None], rescue, dropped)
+        return dropped
+
+    # ---------------------------------------------------------------- steps
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, logits, target = self._loss_and_outputs(batch, self._dropout_mask(batch[MASK_KEY]))
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}, "
+                f"batch {batch_idx}); the last good checkpoint is kept. Lower model.optimizer.lr or enable "
+                "trainer.gradient_clip_val."
+            )
+        self.train_metrics.update(logits, target)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=target.shape[0])
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log_dict(self.train_metrics.compute())
+        self.train_metrics.reset()
+
+    def on_train_start(self) -> None:
+        # The sanity check's validation values must not count towards the best.
+        self.val_best.reset()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, target = self._loss_and_outputs(batch)
+        self.val_metrics.update(logits, target)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=target.shape[0])
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.log_dict(values, prog_bar=True)
+        if self.monitor in values:
+            self.val_best.update(values[self.monitor])
+            self.log(f"{self.monitor}_best", self.val_best.compute(), prog_bar=True)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, target = self._loss_and_outputs(batch)
+        self.test_metrics.update(logits, target)
+        self.log("test/loss", loss, on_epoch=True, sync_dist=True, batch_size=target.shape[0])
+        for name, metrics in self.ablation_metrics.items():
+            mask = drop_modalities(batch[MASK_KEY], self.modalities, [name])
+            _, ablated_logits, _ = self._loss_and_outputs(batch, mask)
+            metrics.update(ablated_logits, target)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+        for metrics in self.ablation_metrics.values():
+            self.log_dict(metrics.compute())
+            metrics.reset()
+
+    # ---------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": self.monitor},
+        }

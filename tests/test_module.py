@@ -1,0 +1,95 @@
+from functools import partial
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mmfw.data.batch import TaskSpec
+from mmfw.encoders import LeNetEncoder
+from mmfw.fusion import ConcatFusion, LateFusion
+from mmfw.module import MultimodalModule, NonFiniteLossError
+
+TASK = TaskSpec("multiclass", 3, ["a", "b", "c"])
+
+
+class ToyPairs(Dataset):
+    """Class k: image brightness k, audio brightness k; learnable from either modality."""
+
+    def __init__(self, n: int = 48) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.target = torch.arange(n) % 3
+        self.image = self.target.float()[:, None, None, None] + 0.1 * torch.randn(n, 1, 8, 8, generator=g)
+        self.audio = self.target.float()[:, None, None, None] + 0.1 * torch.randn(n, 1, 6, 10, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.image[i], "audio": self.audio[i], "mask": torch.ones(2, dtype=torch.bool),
+                "target": self.target[i]}
+
+
+def make_module(fusion=None, **kwargs) -> MultimodalModule:
+    encoders = {"image": LeNetEncoder(1, channels=(4,), out_dim=8), "audio": LeNetEncoder(1, channels=(4,), out_dim=8)}
+    return MultimodalModule(
+        encoders=encoders,
+        fusion=fusion or partial(ConcatFusion, out_dim=16, dropout=0.0),
+        head=partial(torch.nn.Linear),
+        task=TASK,
+        optimizer=partial(torch.optim.Adam, lr=1e-2),
+        **kwargs,
+    )
+
+
+def test_forward_shape_and_head():
+    module = make_module()
+    batch = next(iter(DataLoader(ToyPairs(), batch_size=5)))
+    assert module(batch).shape == (5, 3)
+    assert isinstance(module.head, torch.nn.Linear) and module.head.in_features == 16
+
+
+def test_late_fusion_is_its_own_head():
+    module = make_module(fusion=partial(LateFusion, num_outputs=3))
+    assert isinstance(module.head, torch.nn.Identity)
+    with pytest.raises(ValueError, match="num_outputs"):
+        make_module(fusion=partial(LateFusion, num_outputs=4))
+
+
+def test_every_parameter_is_optimised():
+    module = make_module()
+    optimizer = module.configure_optimizers()
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert in_optimizer == {id(p) for p in module.parameters()}
+
+
+def test_modality_dropout_keeps_one_present_modality():
+    module = make_module(modality_dropout=0.9)
+    mask = torch.ones(2000, 2, dtype=torch.bool)
+    mask[:500, 1] = False  # audio already missing for some samples
+    dropped = module._dropout_mask(mask)
+    assert dropped.any(dim=1).all()
+    assert not (dropped & ~mask).any(), "dropout must never turn a missing modality on"
+    assert 0.3 < (~dropped[500:]).float().mean() < 0.6
+
+
+def test_fit_logs_metrics_best_and_modality_contribution(tmp_path):
+    module = make_module()
+    data = DataLoader(ToyPairs(), batch_size=8)
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path, accelerator="cpu")
+    trainer.fit(module, train_dataloaders=data, val_dataloaders=data)
+    metrics = trainer.callback_metrics
+    assert {"train/acc", "val/acc", "val/f1_macro", "val/acc_best"} <= set(metrics)
+    assert metrics["val/acc_best"] >= metrics["val/acc"] - 1e-6
+    trainer.test(module, dataloaders=data, verbose=False)
+    assert {"test/acc", "test/acc[-image]", "test/acc[-audio]", "test/f1_macro[-audio]"} <= set(trainer.callback_metrics)
+
+
+def test_non_finite_loss_names_the_step():
+    module = make_module()
+    batch = next(iter(DataLoader(ToyPairs(), batch_size=4)))
+    batch["image"][:] = float("nan")
+    module.trainer = None
+    with pytest.raises(NonFiniteLossError, match="global step"):
+        module.training_step(batch, 0)

@@ -1,11 +1,11 @@
 """What a run folder records about itself, so it can be evaluated, resumed or compared from the folder alone.
 
-    <run>/.hydra/{config,overrides,hydra}.yaml   composed config and overrides (written by Hydra)
-    <run>/resolved_config.yaml                   every interpolation resolved, plus the data-derived `data` node
-    <run>/run.json                               status, git commit, W&B run id, best checkpoint, final metrics
-    <run>/packages.txt                           installed package versions
-    <run>/checkpoints/{epoch_XXX,last}.ckpt      best and last checkpoints
-    <run>/csv/metrics.csv                        every logged metric
+<run>/.hydra/{config,overrides,hydra}.yaml   composed config and overrides (written by Hydra)
+<run>/resolved_config.yaml                   every interpolation resolved, plus the data-derived `data` node
+<run>/run.json                               status, git commit, W&B run id, best checkpoint, final metrics
+<run>/packages.txt                           installed package versions
+<run>/checkpoints/{epoch_XXX,last}.ckpt      best and last checkpoints
+<run>/csv/metrics.csv                        every logged metric
 """
 
 from __future__ import annotations

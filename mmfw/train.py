@@ -1,6 +1,6 @@
 """``mmfw-train``: compose the config, build data + model from it, fit, test the best checkpoint.
 
-    mmfw-train fusion=late modalities=[image] trainer.max_epochs=10
+mmfw-train fusion=late modalities=[image] trainer.max_epochs=10
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def train(cfg: DictConfig) -> float | None:
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
     )
-    record_start(cfg, run_dir, loggers)
+    record_start(cfg, run_dir, loggers, skipped=getattr(datamodule, "skipped", None) or [])
     try:
         trainer.fit(model, datamodule=datamodule)
         checkpoint = trainer.checkpoint_callback
@@ -118,11 +118,19 @@ def metrics_with_prefix(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
 
 
 @rank_zero_only
-def record_start(cfg: DictConfig, run_dir: Path, loggers: list[Any]) -> None:
-    """Write the resolved config, git commit and versions into the run folder and hand them to every logger."""
+def record_start(cfg: DictConfig, run_dir: Path, loggers: list[Any], skipped: list[dict]) -> None:
+    """Write the resolved config, git commit and versions into the run folder and hand them to every logger.
+
+    ``skipped`` lists the samples the datamodule skipped as bad (``on_bad_sample: skip``); they are written to
+    ``skipped_samples.json`` so nothing is dropped silently.
+    """
     resolved = OmegaConf.to_container(cfg, resolve=True)
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     run_folder.start_run(run_dir, resolved_config_yaml=OmegaConf.to_yaml(resolved), overrides=overrides)
+    if skipped:
+        (run_dir / "skipped_samples.json").write_text(json.dumps(skipped, indent=2, default=str) + "\n")
+        log.warning("%d bad samples were skipped; see %s", len(skipped), run_dir / "skipped_samples.json")
+        run_folder.update_run_json(run_dir, skipped_samples=len(skipped))
     wandb_id = None
     for logger in loggers:
         logger.log_hyperparams({**resolved, "overrides": overrides, "git": run_folder.git_state()})

@@ -6,6 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from mmfw.train import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_AVDIGITS = REPO.parent / "shared" / "data" / "avdigits"
@@ -18,6 +25,8 @@ if SHARED_AVDIGITS.is_dir():
     os.environ.setdefault("MMFW_AVDIGITS_RAW", str(SHARED_AVDIGITS))
 # Processed real data is shared between tests (and runs): built once, then read from here.
 os.environ.setdefault("MMFW_CACHE_DIR", str(REPO / "data" / "cache"))
+# pytest-xdist runs one worker per core; more intra-op threads per worker only oversubscribe the 2 cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +36,25 @@ def avdigits_raw() -> Path:
     if not (raw / "mnist" / "mnist.npz").is_file():
         pytest.skip(f"real AV-digits data not found at {raw}: set MMFW_AVDIGITS_RAW")
     return raw
+
+
+# Small AV-digits construction for tests: real files, seconds to build once, then cached.
+TINY_AVDIGITS = [
+    "datamodule.train_size=40",
+    "datamodule.val_size=20",
+    "datamodule.test_size=20",
+    "datamodule.batch_size=8",
+]
+
+
+def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose conf/train.yaml as mmfw-train would, with the run folder at ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir / "logs")
+        del cfg.hydra
+    return cfg

@@ -26,8 +26,12 @@ class ToyPairs(Dataset):
         return len(self.target)
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": self.image[i], "audio": self.audio[i], "mask": torch.ones(2, dtype=torch.bool),
-                "target": self.target[i]}
+        return {
+            "image": self.image[i],
+            "audio": self.audio[i],
+            "mask": torch.ones(2, dtype=torch.bool),
+            "target": self.target[i],
+        }
 
 
 def make_module(fusion=None, **kwargs) -> MultimodalModule:
@@ -76,14 +80,22 @@ def test_modality_dropout_keeps_one_present_modality():
 def test_fit_logs_metrics_best_and_modality_contribution(tmp_path):
     module = make_module()
     data = DataLoader(ToyPairs(), batch_size=8)
-    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         default_root_dir=tmp_path, accelerator="cpu")
+    trainer = pl.Trainer(
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
     trainer.fit(module, train_dataloaders=data, val_dataloaders=data)
     metrics = trainer.callback_metrics
     assert {"train/acc", "val/acc", "val/f1_macro", "val/acc_best"} <= set(metrics)
     assert metrics["val/acc_best"] >= metrics["val/acc"] - 1e-6
     trainer.test(module, dataloaders=data, verbose=False)
-    assert {"test/acc", "test/acc[-image]", "test/acc[-audio]", "test/f1_macro[-audio]"} <= set(trainer.callback_metrics)
+    assert {"test/acc", "test/acc[-image]", "test/acc[-audio]", "test/f1_macro[-audio]"} <= set(
+        trainer.callback_metrics
+    )
 
 
 def test_non_finite_loss_names_the_step():

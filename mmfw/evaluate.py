@@ -1,11 +1,17 @@
 """``mmfw-eval run=<run folder>``: rebuild a run from its saved config, test its best checkpoint, print and save
-the metrics (``<run>/eval_metrics.json``), including the modality-contribution rows (``test/acc[-audio]``)."""
+the metrics (``<run>/eval_metrics.json``), including the modality-contribution rows (``test/acc[-audio]``).
+
+``mmfw-eval run=<run folder> robustness=default`` also sweeps per-modality corruptions and missing-modality subsets
+(:mod:`mmfw.robustness`) and writes ``<run>/robustness/robustness.{json,png}``.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
@@ -15,6 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from mmfw import run_folder
+from mmfw.robustness import RobustnessConfigError, evaluate_robustness, plan_corruptions, print_report, save_report
+from mmfw.robustness.sweep import modality_kinds
 from mmfw.train import CONFIG_DIR, build
 
 log = logging.getLogger(__name__)
@@ -28,13 +36,24 @@ def load_run_config(run_dir: Path) -> DictConfig:
     return cfg
 
 
-def evaluate(run: str, *, ckpt: str = "best", accelerator: str = "auto", batch_size: int | None = None) -> dict:
+def evaluate(
+    run: str,
+    *,
+    ckpt: str = "best",
+    accelerator: str = "auto",
+    batch_size: int | None = None,
+    robustness: Mapping[str, Any] | None = None,
+) -> dict:
+    """Test the run's checkpoint; with ``robustness`` (keyword arguments of
+    :func:`mmfw.robustness.evaluate_robustness` without model/datamodule/device) also run the robustness sweep."""
     run_dir = run_folder.check_run_folder(run)
     cfg = load_run_config(run_dir)
     if batch_size is not None:
         cfg.datamodule.batch_size = batch_size
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg, stage="test")
+    if robustness is not None:  # a bad robustness setting fails before anything is evaluated
+        plan_corruptions(robustness.get("corruptions") or {}, modality_kinds(datamodule))
     checkpoint = run_folder.best_checkpoint(run_dir) if ckpt == "best" else Path(ckpt)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model.load_state_dict(state["state_dict"])
@@ -46,6 +65,19 @@ def evaluate(run: str, *, ckpt: str = "best", accelerator: str = "auto", batch_s
     record = {"run": str(run_dir), "checkpoint": str(checkpoint), "metrics": metrics}
     (run_dir / "eval_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     print_metrics(metrics, title=f"{run_dir} ({checkpoint.name})")
+    if robustness is not None:
+        options = dict(robustness)
+        # The curves follow the metric the run was selected on (val/acc -> acc), unless told otherwise.
+        monitored = str(cfg.monitor.metric).split("/")[-1]
+        options["metric"] = options.get("metric") or (None if monitored == "loss" else monitored)
+        if options.get("split", "test") == "val":
+            datamodule.setup("validate")
+        device = "cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+        report = {"run": str(run_dir), "checkpoint": str(checkpoint)}
+        report |= evaluate_robustness(model, datamodule, device=device, **options)
+        json_path, png_path = save_report(report, run_dir / "robustness")
+        print_report(report, title=run_dir.name)
+        log.info("robustness report: %s, %s", json_path, png_path)
     return metrics
 
 
@@ -58,9 +90,25 @@ def print_metrics(metrics: dict[str, float], title: str) -> None:
     Console().print(table)
 
 
+def robustness_options(node: DictConfig | None) -> dict[str, Any] | None:
+    """The ``robustness`` config group as keyword arguments, its corruptions instantiated (None: no sweep)."""
+    if node is None:
+        return None
+    corruptions = {}
+    for key, spec in (node.get("corruptions") or {}).items():
+        try:
+            corruptions[str(key)] = None if spec is None else hydra.utils.instantiate(spec)
+        except Exception as err:
+            raise RobustnessConfigError(f"robustness.corruptions.{key}: {err}") from err
+    options = OmegaConf.to_container(node, resolve=True)
+    options["corruptions"] = corruptions
+    return options
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg.run, ckpt=cfg.ckpt, accelerator=cfg.accelerator, batch_size=cfg.batch_size)
+    robustness = robustness_options(cfg.get("robustness"))
+    evaluate(cfg.run, ckpt=cfg.ckpt, accelerator=cfg.accelerator, batch_size=cfg.batch_size, robustness=robustness)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,12 @@ class MultimodalModule(pl.LightningModule):
             {name: build_metrics(task, "test/", postfix=f"[-{name}]") for name in ablations}
         )
         self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
+        monitorable = [*self.val_metrics.keys(), "val/loss"]
+        if monitor not in monitorable:
+            raise ValueError(
+                f"monitor.metric={monitor!r} is not computed for a {task.kind} task: choose one of {monitorable} "
+                "(and monitor.mode=min for losses and errors)"
+            )
 
     # ---------------------------------------------------------------- forward
     def forward(self, batch: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:

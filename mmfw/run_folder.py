@@ -4,17 +4,22 @@
 <run>/resolved_config.yaml                   every interpolation resolved, plus the data-derived `data` node
 <run>/run.json                               status, git commit, W&B run id, best checkpoint, final metrics
 <run>/packages.txt                           installed package versions
-<run>/checkpoints/{epoch_XXX,last}.ckpt      best and last checkpoints
+<run>/checkpoints/{epoch_XXX,last}.ckpt      best and last checkpoints (last: what `resume=<run>` continues)
 <run>/csv/metrics.csv                        every logged metric
+
+run.json ``status``: ``running`` -> ``completed`` | ``failed`` (with ``error``) | ``interrupted`` (SIGTERM or Ctrl-C,
+after saving a checkpoint). A run killed outright (SIGKILL, a lost node) stays ``running``; resume it all the same.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import zipfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -83,6 +88,25 @@ def start_run(run_dir: str | Path, *, resolved_config_yaml: str, overrides: list
     )
 
 
+def resume_run(
+    run_dir: str | Path, *, resolved_config_yaml: str, checkpoint: str | Path | None, overrides: list[str]
+) -> None:
+    """Mark a run ``running`` again and append this resumption (time, checkpoint, command) to its ``resumes``.
+
+    The resolved config is written again: a resumed run may change plain values such as ``trainer.max_epochs``.
+    """
+    (Path(run_dir) / RESOLVED_CONFIG).write_text(resolved_config_yaml)
+    record = read_run_json(run_dir)
+    entry = {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "checkpoint": os.path.relpath(checkpoint, run_dir) if checkpoint else None,
+        "previous_status": record.get("status"),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "overrides": list(overrides),
+    }
+    update_run_json(run_dir, status="running", error=None, resumes=[*record.get("resumes", []), entry])
+
+
 def finish_run(run_dir: str | Path, *, status: str, **fields: Any) -> None:
     """Mark the run ``completed``, ``failed`` or ``interrupted`` (with ``error=...`` when it failed)."""
     update_run_json(run_dir, status=status, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields)
@@ -117,3 +141,33 @@ def best_checkpoint(run_dir: str | Path) -> Path:
         f"run folder {str(run_dir)!r} has no checkpoint (looked for {[str(c) for c in candidates]}): "
         "the run did not finish an epoch; train it again or resume it"
     )
+
+
+def last_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint to resume from: ``last.ckpt``, else the newest other complete one; None if there is none.
+
+    A process killed while writing ``last.ckpt`` leaves a truncated file; torch checkpoints are zip archives, so a file
+    without a readable zip directory is skipped.
+    """
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    last = folder / "last.ckpt"
+    others = sorted((p for p in folder.glob("*.ckpt") if p != last), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in [last, *others]:
+        if path.is_file() and zipfile.is_zipfile(path):
+            return path
+    return None
+
+
+def find_runs(folder: str | Path) -> list[Path]:
+    """Run folders at or below ``folder`` (a run, a sweep, or a folder of runs or sweeps), in a stable order.
+
+    A run folder is one Hydra wrote a ``.hydra/config.yaml`` into; sweep job folders are ordered by job number.
+    """
+    folder = Path(folder)
+    if (folder / HYDRA_CONFIG).is_file():
+        return [folder]
+    return sorted({p.parent.parent for p in folder.rglob(str(HYDRA_CONFIG))}, key=_natural_key)
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]

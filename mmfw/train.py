@@ -1,6 +1,9 @@
 """``mmfw-train``: compose the config, build data + model from it, fit, test the best checkpoint.
 
 mmfw-train fusion=late modalities=[image] trainer.max_epochs=10
+mmfw-train -m fusion=concat,late seed=0,1             # a sweep; failed jobs are recorded, the others run
+mmfw-train -m hparams_search=optuna                   # Optuna (TPE), study stored in the sweep folder
+mmfw-train resume=logs/train/runs/<run>               # continue a run from its last checkpoint
 """
 
 from __future__ import annotations
@@ -8,24 +11,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
+import signal
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from hydra.core.hydra_config import HydraConfig
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from mmfw import run_folder
+from mmfw import resolvers, resume, run_folder, sweep
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
-# A short random id in run folder names keeps them unique when many jobs start in the same second.
-OmegaConf.register_new_resolver("mmfw.uid", lambda: uuid.uuid4().hex[:6], use_cache=True, replace=True)
+resolvers.register()
 
 
 class ConfigError(ValueError):
@@ -74,31 +77,38 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Fit and test; returns the best value of ``monitor.metric`` (what sweeps optimise)."""
-    pl.seed_everything(cfg.seed, workers=True)
+    """Fit and test; returns the best value of ``monitor.metric`` (what sweeps optimise).
+
+    With ``resume=<run folder>`` the run continues from that folder's last checkpoint (see ``mmfw.resume``).
+    Whatever stops it, run.json says how: ``completed``, ``failed`` with the error, or ``interrupted``.
+    """
     run_dir = Path(cfg.paths.output_dir)
-    datamodule, model = build(cfg)
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=instantiate_group(cfg.get("callbacks")), logger=loggers or False
-    )
-    record_start(cfg, run_dir, loggers, skipped=getattr(datamodule, "skipped", None) or [])
+    trainer = checkpoint = None
+    if cfg.get("resume"):
+        # Outside the try: a resume that cannot start must not mark the run it points at as failed.
+        cfg, checkpoint = resume.load_run_to_resume(cfg, sweep.task_overrides())
     try:
-        trainer.fit(model, datamodule=datamodule)
-        checkpoint = trainer.checkpoint_callback
-        best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+        check_precision(cfg.trainer)
+        pl.seed_everything(cfg.seed, workers=True)
+        datamodule, model = build(cfg)
+        loggers = instantiate_group(cfg.get("logger"))
+        callbacks = [*instantiate_group(cfg.get("callbacks")), *resume.fault_tolerance_callbacks(seed=cfg.seed)]
+        trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        record_start(cfg, run_dir, loggers, skipped=getattr(datamodule, "skipped", None) or [], resumed=checkpoint)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
+        checkpointer = trainer.checkpoint_callback
+        best = checkpointer.best_model_path if checkpointer is not None and checkpointer.best_model_path else None
         test_metrics = {}
         if cfg.get("test"):
             trainer.test(model, datamodule=datamodule, ckpt_path=best)
             test_metrics = metrics_with_prefix(trainer, "test/")
     except BaseException as error:
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        if rank_zero_only.rank == 0:
-            run_folder.finish_run(run_dir, status=status, error=f"{type(error).__name__}: {error}")
+        record_stop(run_dir, error, trainer)
+        if isinstance(error, SIGTERMException):
+            # Lightning's SIGTERMException exits with status 0; a job stopped by its scheduler did not succeed.
+            raise SystemExit(128 + signal.SIGTERM) from error
         raise
-    best_key = f"{cfg.monitor.metric}_best"
-    score = trainer.callback_metrics.get(best_key, trainer.callback_metrics.get(cfg.monitor.metric))
-    score = float(score) if score is not None else None
+    score = best_score(trainer, cfg.monitor.metric)
     if rank_zero_only.rank == 0:
         if test_metrics:
             (run_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n")
@@ -113,36 +123,80 @@ def train(cfg: DictConfig) -> float | None:
     return score
 
 
+def check_precision(trainer_cfg: DictConfig) -> None:
+    """float16 autocast needs a GPU; Lightning would quietly train in bfloat16 on a CPU instead."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if str(trainer_cfg.get("precision")) in ("16-mixed", "16") and on_cpu:
+        raise ConfigError(
+            "trainer.precision=16-mixed needs a CUDA GPU (trainer=gpu); on a CPU use trainer.precision=bf16-mixed "
+            "or 32-true"
+        )
+
+
+def best_score(trainer: pl.Trainer, metric: str) -> float | None:
+    """The best ``metric`` of the whole run; the checkpoint callback's record survives a resume."""
+    checkpointer = trainer.checkpoint_callback
+    score = (
+        getattr(checkpointer, "best_model_score", None) if getattr(checkpointer, "monitor", None) == metric else None
+    )
+    if score is None:
+        score = trainer.callback_metrics.get(f"{metric}_best", trainer.callback_metrics.get(metric))
+    return float(score) if score is not None else None
+
+
 def metrics_with_prefix(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith(prefix)}
 
 
 @rank_zero_only
-def record_start(cfg: DictConfig, run_dir: Path, loggers: list[Any], skipped: list[dict]) -> None:
+def record_start(
+    cfg: DictConfig, run_dir: Path, loggers: list[Any], skipped: list[dict], resumed: Path | None = None
+) -> None:
     """Write the resolved config, git commit and versions into the run folder and hand them to every logger.
 
     ``skipped`` lists the samples the datamodule skipped as bad (``on_bad_sample: skip``); they are written to
     ``skipped_samples.json`` so nothing is dropped silently.
     """
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    run_folder.start_run(run_dir, resolved_config_yaml=OmegaConf.to_yaml(resolved), overrides=overrides)
+    overrides = sweep.task_overrides()
+    if cfg.get("resume"):
+        run_folder.resume_run(
+            run_dir, resolved_config_yaml=OmegaConf.to_yaml(resolved), checkpoint=resumed, overrides=overrides
+        )
+    else:
+        run_folder.start_run(run_dir, resolved_config_yaml=OmegaConf.to_yaml(resolved), overrides=overrides)
     if skipped:
         (run_dir / "skipped_samples.json").write_text(json.dumps(skipped, indent=2, default=str) + "\n")
         log.warning("%d bad samples were skipped; see %s", len(skipped), run_dir / "skipped_samples.json")
         run_folder.update_run_json(run_dir, skipped_samples=len(skipped))
-    wandb_id = None
     for logger in loggers:
         logger.log_hyperparams({**resolved, "overrides": overrides, "git": run_folder.git_state()})
         if isinstance(logger, WandbLogger):
-            wandb_id = logger.experiment.id
-    if wandb_id:
-        run_folder.update_run_json(run_dir, wandb_run_id=wandb_id)
+            # A resumed run continues this W&B run (id, group and name).
+            run = logger.experiment
+            run_folder.update_run_json(run_dir, wandb_run_id=run.id, wandb_group=run.group, wandb_name=run.name)
+
+
+@rank_zero_only
+def record_stop(run_dir: Path, error: BaseException, trainer: pl.Trainer | None) -> None:
+    """Record why the run stopped in run.json: ``interrupted`` (SIGTERM, Ctrl-C) or ``failed`` with the error."""
+    step = f" at global step {trainer.global_step}" if trainer is not None else ""
+    if isinstance(error, SIGTERMException | KeyboardInterrupt | SystemExit):
+        # Lightning turns Ctrl-C into SystemExit(1) after calling the callbacks' on_exception.
+        message = f"stopped by {'SIGTERM' if isinstance(error, SIGTERMException) else 'an interrupt'}{step}"
+        last = run_folder.last_checkpoint(run_dir)
+        message += f"; continue with: mmfw-train resume={run_dir}" if last else "; no checkpoint was saved"
+        run_folder.finish_run(run_dir, status="interrupted", error=message)
+    else:
+        # A run that failed before it started (a config error) gets a run.json all the same.
+        first = {} if run_folder.read_run_json(run_dir) else {"overrides": sweep.task_overrides()}
+        run_folder.finish_run(run_dir, status="failed", error=f"{type(error).__name__}: {error}", **first)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg)
+    return sweep.run_job(train, cfg)
 
 
 if __name__ == "__main__":

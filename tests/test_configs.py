@@ -7,6 +7,7 @@ from pathlib import Path
 
 import hydra
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import TINY_AVDIGITS, compose_train
 from hydra import compose, initialize_config_dir
@@ -20,7 +21,7 @@ CONF = Path(CONFIG_DIR)
 # Overrides that make a group's config composable on its own (required values, CPU-only machines).
 NEEDS = {
     "encoder/image/timm": ["encoder.image.model_name=resnet18"],
-    "datamodule/manifest": ["datamodule.manifest=samples.csv"],
+    "datamodule/manifest": ["datamodule.manifest=samples.csv", "datamodule.target=label"],
 }
 
 
@@ -39,10 +40,25 @@ def forward_one_batch(datamodule, model) -> torch.Tensor:
     "group,name",
     [(g, n) for g in ("encoder/image", "encoder/audio", "fusion", "model") for n in options(g)],
 )
-def test_model_configs_build_and_run(group, name, tmp_path, avdigits_raw):
+def test_model_configs_build_and_train(group, name, tmp_path, avdigits_raw):
+    """Each model-side config builds on real (tiny) AV-digits and takes a few optimiser steps."""
     overrides = [f"{group}={name}", *NEEDS.get(f"{group}/{name}", []), *TINY_AVDIGITS]
     cfg = compose_train(overrides, tmp_path)
     datamodule, model = build(cfg)
+    trainer = pl.Trainer(
+        max_steps=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    assert torch.isfinite(trainer.callback_metrics["train/loss_step"])
+    no_grad = [name for name, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, f"parameters the loss never reaches: {no_grad}"
     logits = forward_one_batch(datamodule, model)
     assert logits.shape == (8, 10) and torch.isfinite(logits).all()
 

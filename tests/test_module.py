@@ -105,3 +105,8 @@ def test_non_finite_loss_names_the_step():
     module.trainer = None
     with pytest.raises(NonFiniteLossError, match="global step"):
         module.training_step(batch, 0)
+
+
+def test_monitor_must_be_a_computed_metric():
+    with pytest.raises(ValueError, match=r"monitor.metric='val/mse'.*val/acc"):
+        make_module(monitor="val/mse")

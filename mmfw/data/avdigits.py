@@ -16,6 +16,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,55 @@ class AVDigitsDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+    # ------------------------------------------------------------ waveforms (mmfw.robustness, mmfw.tools)
+    @property
+    def modality_kinds(self) -> dict[str, str]:
+        """``{modality: kind}``: here the modality names are their kinds."""
+        return {m: m for m in self.modalities}
+
+    def pair_waves(self, split: str, *, noisy: bool = True) -> tuple[list[np.ndarray], list[str]]:
+        """The waveforms the split's spectrograms are computed from, in pair order — each recording RMS-normalised,
+        centred in ``(num_frames - 1) * hop_length`` samples and, if ``noisy``, with the data set's ``snr_db`` noise
+        (the same draws as :func:`build_avdigits`) — and each pair's recording file name."""
+        if not hasattr(self, "_pair_waves_cache"):
+            self._pair_waves_cache: dict[tuple[str, bool], tuple[list[np.ndarray], list[str]]] = {}
+        if (split, noisy) not in self._pair_waves_cache:
+            p = self.build_params
+            with np.load(self._ensure_processed() / f"{split}.npz") as data:
+                rec_index = data["recording"]
+            waves, _, _, names = _load_recordings(Path(self._raw_info().recordings_dir), p["sample_rate"])
+            length = (p["num_frames"] - 1) * p["hop_length"]
+            out = []
+            for i, r in enumerate(rec_index):
+                wave = fix_length(waves[r], length)
+                if noisy:
+                    noise_rng = np.random.default_rng([p["seed"], _SPLIT_CODE[split], i])
+                    wave = add_white_noise(wave, p["snr_db"], noise_rng, signal_power=_RMS**2)
+                out.append(wave)
+            self._pair_waves_cache[(split, noisy)] = (out, [names[r] for r in rec_index])
+        return self._pair_waves_cache[(split, noisy)]
+
+    def corrupted_dataloader(self, split: str, modality: str, corrupt: Callable[..., np.ndarray]) -> DataLoader:
+        """``split``'s pairs, in order, with the audio recomputed from ``corrupt(wave, *, sample_rate, signal_power,
+        index) -> wave`` applied to each noisy waveform (``signal_power``: the power every recording is normalised
+        to; ``index``: the pair's position), then the log-mel and the training-split band standardisation."""
+        if modality != "audio" or modality not in self.modalities:
+            raise ValueError(f"AV-digits decodes only the audio modality again, not {modality!r}")
+        if split not in self.datasets:
+            raise RuntimeError(f"call setup() before asking for the corrupted {split} dataloader")
+        p = self.build_params
+        band_mean = np.asarray(self.meta["audio"]["band_mean"], dtype=np.float32)[:, None]
+        band_std = np.asarray(self.meta["audio"]["band_std"], dtype=np.float32)[:, None]
+        clean = self.datasets[split]
+        specs = np.empty(tuple(clean.tensors["audio"].shape), dtype=np.float32)
+        for i, wave in enumerate(self.pair_waves(split)[0]):
+            noisy = corrupt(wave, sample_rate=p["sample_rate"], signal_power=_RMS**2, index=i)
+            spec = log_mel_spectrogram(noisy, p["sample_rate"], n_mels=p["n_mels"], n_fft=p["n_fft"],
+                                       hop_length=p["hop_length"], num_frames=p["num_frames"])  # fmt: skip
+            specs[i, 0] = (spec - band_mean) / band_std
+        dataset = DictDataset({**clean.tensors, "audio": torch.from_numpy(specs)}, clean.target)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+
 
 # ---------------------------------------------------------------------------------------------- construction
 def build_avdigits(
@@ -237,10 +287,6 @@ def build_avdigits(
     seed: int,
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     """Build all three splits: ``{split: {"image": (N,1,28,28), "audio": (N,1,n_mels,T), "target": (N,)}}``, meta."""
-    rng = np.random.default_rng(seed)
-    images, labels = _select_images(mnist_path, train_size, val_size, test_size, rng)
-    images, image_meta = _pca_residual(images, pca_variance_removed)
-
     waves, rec_digits, rec_speakers, rec_names = _load_recordings(recordings_dir, sample_rate)
     speakers = sorted(set(rec_speakers))
     for key, speaker in (("test_speaker", test_speaker), ("val_speaker", val_speaker)):
@@ -252,6 +298,9 @@ def build_avdigits(
     pools["train"] = ~(pools["test"] | pools["val"])
     if not pools["train"].any():
         raise ValueError(f"no training speakers left once val_speaker and test_speaker are held out ({speakers})")
+    rng = np.random.default_rng(seed)
+    images, labels = _select_images(mnist_path, train_size, val_size, test_size, rng)
+    images, image_meta = _pca_residual(images, pca_variance_removed)
 
     length = (num_frames - 1) * hop_length  # samples that give exactly num_frames centred STFT frames
     arrays: dict[str, dict[str, np.ndarray]] = {}
@@ -332,7 +381,12 @@ def _pca_residual(flat: dict[str, np.ndarray], variance_removed: float) -> tuple
     for split, x in flat.items():
         c = x - mean
         out[split] = c - (c @ basis) @ basis.T
-    scale = float(out["train"].std()) + 1e-12
+    scale = float(out["train"].std())
+    if scale < 1e-6 * float(centred.std()):
+        raise ValueError(
+            f"datamodule.pca_variance_removed={variance_removed} removes {k} components, which leaves no variance in "
+            f"the {len(train)} training images: lower it or raise datamodule.train_size"
+        )
     side = int(round(np.sqrt(train.shape[1])))
     images = {s: (r / scale).reshape(len(r), 1, side, side).astype(np.float32) for s, r in out.items()}
     return images, {

@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +269,46 @@ class ManifestDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+    # ------------------------------------------------------------------ robustness hook (mmfw.robustness)
+    @property
+    def modality_kinds(self) -> dict[str, str]:
+        """``{modality: kind}`` of the selected modalities (``image``, ``audio``, ``text`` or ``tabular``)."""
+        return {m: self.columns[m]["kind"] for m in self.modalities}
+
+    def corrupted_dataloader(self, split: str, modality: str, corrupt: Callable[..., Any]) -> DataLoader:
+        """``split``'s samples, in order, with ``modality`` decoded again from the manifest through ``corrupt``.
+
+        audio: ``corrupt(wave, *, sample_rate, signal_power, index) -> wave`` on the resampled waveform
+        (``signal_power``: its mean power) before the log-mel; text: ``corrupt(text, *, index) -> text`` before
+        tokenizing (a text left blank is missing: mask bit False). ``index`` is the position in the split.
+        """
+        kind = self.modality_kinds.get(modality)
+        if kind not in ("audio", "text"):
+            raise ValueError(f"only audio and text modalities are decoded again; {modality!r} is {kind or 'unknown'}")
+        base = self.dataset(split)
+        j = self.modalities.index(modality)
+        records = read_manifest(self.manifest)
+        values = [records[row - 1].get(self.columns[modality]["column"]) for row in self.split_rows[split]]
+        present = base.mask[:, j].clone()
+        if kind == "text":
+            texts = [corrupt(str(v), index=i) if present[i] else "" for i, v in enumerate(values)]
+            present &= torch.tensor([not _is_missing(t) for t in texts], dtype=torch.bool)
+            ids = encode_padded(self.text_tokenizer, texts, self.max_text_len)
+            ids[~present.numpy()] = self.text_tokenizer.pad_id
+            decoded = torch.from_numpy(ids)
+        else:
+            decoded = torch.zeros_like(base.inputs[modality])
+            for i in np.flatnonzero(present.numpy()):
+                wave, rate = read_wav(self._path(str(values[i])))
+                wave = resample(wave, rate, self.audio["sample_rate"])
+                power = float(np.mean(np.square(wave, dtype=np.float64)))
+                wave = corrupt(wave, sample_rate=self.audio["sample_rate"], signal_power=power, index=int(i))
+                decoded[i, 0] = torch.from_numpy(log_mel_spectrogram(wave, **self.audio))
+        mask = base.mask.clone()
+        mask[:, j] = present
+        dataset = ManifestDataset({**base.inputs, modality: decoded}, mask, base.target, base.images)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+
     # ------------------------------------------------------------------ cache
     def _load_or_build(self) -> None:
         if self._data is not None:
@@ -444,10 +484,10 @@ class ManifestDataModule(pl.LightningDataModule):
             numeric = []
             for column in spec["numeric"]:
                 value = record.get(column)
-                try:
-                    numeric.append(math.nan if _is_missing(value) else float(value))
-                except (TypeError, ValueError):
-                    raise _RowProblem(column, f"numeric column holds {value!r}, not a number") from None
+                number = math.nan if _is_missing(value) else _as_number(value)
+                if number is None:
+                    raise _RowProblem(column, f"numeric column holds {value!r}, not a finite number")
+                numeric.append(number)
             categorical = [None if _is_missing(record.get(c)) else category_key(record.get(c))
                            for c in spec["categorical"]]  # fmt: skip
             if all(math.isnan(x) for x in numeric) and all(c is None for c in categorical):

@@ -2,6 +2,9 @@
 ``(B, 1, n_mels, frames)``; the encoder the AV-MNIST literature (CentralNet, MultiBench) uses for both.
 
     x -> [Conv3x3 -> BN -> ReLU -> MaxPool2]*len(channels) -> global average pool -> Linear -> (B, out_dim)
+
+With ``returns_tokens`` the pooling is skipped and every position of the last feature map becomes a token:
+``(B, H' * W', out_dim)``, for fusions that attend over tokens (attention, cross_attention).
 """
 
 from __future__ import annotations
@@ -18,12 +21,17 @@ class LeNetEncoder(nn.Module):
         channels: output channels of each conv stage.
         out_dim: feature size.
         dropout: dropout before the projection.
+        returns_tokens: return one token per position of the last feature map instead of the pooled vector.
     """
 
-    returns_tokens = False
-
     def __init__(
-        self, in_chans: int = 1, *, channels: tuple[int, ...] = (16, 32, 64), out_dim: int = 64, dropout: float = 0.0
+        self,
+        in_chans: int = 1,
+        *,
+        channels: tuple[int, ...] = (16, 32, 64),
+        out_dim: int = 64,
+        dropout: float = 0.0,
+        returns_tokens: bool = False,
     ) -> None:
         super().__init__()
         stages: list[nn.Module] = []
@@ -37,10 +45,13 @@ class LeNetEncoder(nn.Module):
             ]
             prev = width
         self.features = nn.Sequential(*stages)
-        self.proj = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(prev, out_dim), nn.ReLU(inplace=True))
+        self.proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(prev, out_dim), nn.ReLU(inplace=True))
         self.out_dim = out_dim
+        self.returns_tokens = returns_tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W) -> (B, out_dim)``."""
+        """``(B, C, H, W) -> (B, out_dim)``, or ``(B, H' * W', out_dim)`` with ``returns_tokens``."""
         x = self.features(x)  # (B, channels[-1], H', W')
-        return self.proj(x.mean(dim=(2, 3), keepdim=True))
+        if self.returns_tokens:
+            return self.proj(x.flatten(2).transpose(1, 2))  # (B, H'W', out_dim)
+        return self.proj(x.mean(dim=(2, 3)))

@@ -368,9 +368,16 @@ def test_skip_mode_counts_logs_and_lists_bad_rows(tmp_path, caplog):
     (tmp_path / "media" / "img2.png").write_bytes(b"not a png")
     rows[3]["img"] = "../../etc/passwd"
     rows[9]["label"] = "zebra"
+    rows[11]["height"] = "tall"
     with caplog.at_level(logging.WARNING, logger="mmfw.data.manifest"):
         dm = make_dm(write_manifest(tmp_path, rows), on_bad_sample="skip")
-    assert [(s["row"], s["column"]) for s in dm.skipped] == [(1, "label"), (3, "img"), (4, "img"), (10, "label")]
+    assert [(s["row"], s["column"]) for s in dm.skipped] == [
+        (1, "label"),
+        (3, "img"),
+        (4, "img"),
+        (10, "label"),
+        (12, "height"),
+    ]
     assert all(s["file"] == str(tmp_path / "manifest.csv") and s["reason"] for s in dm.skipped)
-    assert [len(dm.split_rows[s]) for s in ("train", "val", "test")] == [5, 1, 2]
-    assert "skipped 4 bad row(s)" in caplog.text and "row 10 column 'label'" in caplog.text
+    assert [len(dm.split_rows[s]) for s in ("train", "val", "test")] == [5, 1, 1]
+    assert "skipped 5 bad row(s)" in caplog.text and "row 10 column 'label'" in caplog.text

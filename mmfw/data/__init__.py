@@ -1,0 +1,1 @@
+"""Datamodules (AV-digits, manifest), audio/image/text/tabular preprocessing, and the batch contract."""

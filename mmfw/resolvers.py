@@ -1,0 +1,69 @@
+"""OmegaConf resolvers used by conf/ (registered when ``mmfw.train`` is imported).
+
+${mmfw.uid:}                          a short random id: run folders stay unique when jobs start in the same second
+${mmfw.resume_or:${resume},<dir>}     the run folder being resumed, else <dir> (hydra.run.dir)
+${mmfw.unless_resuming:${resume},x}   x, or null while resuming (hydra.output_subdir keeps the run's own config)
+${mmfw.sweep_name:<default>}          the sweep folder's name inside a multirun, else <default> (W&B group)
+${mmfw.run_name:}                     the job's overrides (hydra.job.override_dirname), else the run folder's name
+${mmfw.plus:a,b}                      a + b (job folder numbers of a resumed Optuna sweep continue the count)
+${mmfw.optuna_direction:max}          maximize | minimize, from monitor.mode
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+
+def _hydra_value(key: str) -> object:
+    """A value of the running Hydra config, or None outside Hydra (tests, ``mmfw-eval``)."""
+    if not HydraConfig.initialized():
+        return None
+    return OmegaConf.select(HydraConfig.get(), key, default=None)
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and _hydra_value("mode") == RunMode.MULTIRUN
+
+
+def sweep_name(default: str) -> str:
+    return Path(str(_hydra_value("sweep.dir"))).name if in_multirun() else default
+
+
+def run_name() -> str | None:
+    overrides = _hydra_value("job.override_dirname")
+    if overrides:
+        return str(overrides)
+    output_dir = _hydra_value("runtime.output_dir")
+    return Path(str(output_dir)).name if output_dir else None
+
+
+def job_num(offset: int, *, _root_: DictConfig) -> int:
+    # Reads the job number from the job's own config: override values cannot nest interpolations.
+    return int(_root_.hydra.job.num) + int(offset)
+
+
+def optuna_direction(mode: str) -> str:
+    directions = {"max": "maximize", "min": "minimize"}
+    if mode not in directions:
+        raise ValueError(f"monitor.mode must be 'max' or 'min', got {mode!r}")
+    return directions[mode]
+
+
+def register() -> None:
+    """Register every ``mmfw.*`` resolver (idempotent)."""
+    # Cached per config object, so the run dir and the sweep dir of one invocation share the id; Hydra copies the
+    # cache into every job's config, so jobs agree on their sweep folder.
+    OmegaConf.register_new_resolver("mmfw.uid", lambda: uuid.uuid4().hex[:6], use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("mmfw.resume_or", lambda resume, path: resume or path, replace=True)
+    OmegaConf.register_new_resolver(
+        "mmfw.unless_resuming", lambda resume, value: None if resume else value, replace=True
+    )
+    OmegaConf.register_new_resolver("mmfw.sweep_name", sweep_name, replace=True)
+    OmegaConf.register_new_resolver("mmfw.run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("mmfw.job_num", job_num, replace=True)
+    OmegaConf.register_new_resolver("mmfw.optuna_direction", optuna_direction, replace=True)

@@ -1,0 +1,256 @@
+"""Sweeps that survive failures: ``mmfw-train -m ...`` and ``mmfw-train -m hparams_search=optuna``.
+
+* A job that raises is recorded as failed (its run.json has ``status: failed`` and the error) and the sweep goes on;
+  for Optuna it is a failed trial. A single run that fails still raises.
+* ``SweepSummary`` (a Hydra callback, conf/hydra/default.yaml) writes ``<sweep>/sweep_summary.json`` and prints which
+  jobs failed and why when the sweep ends; the exit status is 1 if any job did not complete.
+* Rerunning a sweep's command with ``hydra.sweep.dir=<sweep folder>`` continues it: a job whose folder says
+  ``completed`` or ``failed`` is not run again, one that was running or interrupted resumes from its last checkpoint,
+  and ``ResumeOptunaStudy`` (conf/hparams_search/optuna.yaml) continues the Optuna study stored in the folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
+
+from mmfw import run_folder
+from mmfw.resolvers import in_multirun
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "sweep_summary.json"
+# Set by DDP launchers; a job that starts DDP processes itself must not leave them to the next job of the sweep.
+DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def task_overrides() -> list[str]:
+    """This job's command-line overrides (what makes it differ from the defaults)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def run_job(train: Callable[[DictConfig], float | None], cfg: DictConfig) -> float | None:
+    """Run ``train(cfg)`` as a single run (errors propagate) or as one job of a multirun (errors are recorded)."""
+    if not in_multirun():
+        return train(cfg)
+    job_dir = Path(cfg.paths.output_dir)
+    previous = run_folder.read_run_json(job_dir)
+    if previous.get("status") in ("completed", "failed"):
+        log.info("Job %s already %s (delete the folder to run it again)", job_dir, previous["status"])
+        return (previous.get("monitor") or {}).get("best")
+    if previous and run_folder.last_checkpoint(job_dir) is not None:
+        with open_dict(cfg):
+            cfg.resume = str(job_dir)
+    try:
+        with ddp_processes_run_this_job(cfg):
+            return train(cfg)
+    except Exception:
+        # train() has written the error into run.json; the sweep summary reports it.
+        log.exception("Job %s failed; the sweep goes on", job_dir)
+        return None
+
+
+@contextlib.contextmanager
+def ddp_processes_run_this_job(cfg: DictConfig) -> Iterator[None]:
+    """Make Lightning's DDP launcher start ranks > 0 as single runs of this job, in this job's folder.
+
+    Lightning relaunches ``sys.argv`` with ``hydra.run.dir=<HydraConfig run.dir>`` for every other rank. Inside a
+    multirun that would start the whole sweep again in another folder, so for the duration of the job the command
+    line is this job's overrides and run.dir is its folder. Afterwards the process group and the DDP environment
+    variables the launcher set are removed, so the next job of the sweep starts its own processes.
+    """
+    if uses_ddp_subprocesses(cfg.trainer):
+        main_spec = getattr(sys.modules["__main__"], "__spec__", None)
+        if main_spec is not None and main_spec.name != "mmfw.train":
+            raise RuntimeError(
+                f"trainer.strategy={cfg.trainer.strategy} with {cfg.trainer.devices} devices inside a sweep whose jobs "
+                f"run under {main_spec.name}: use the basic launcher (jobs one after another, each on all devices) or "
+                "hydra/launcher=slurm (srun starts one process per device)"
+            )
+    argv, env = list(sys.argv), {name: os.environ.get(name) for name in DDP_ENV}
+    hydra_cfg = HydraConfig.instance().cfg
+    run_dir = hydra_cfg.hydra.run.dir
+    resume = [f"resume={cfg.resume}"] if cfg.get("resume") else []
+    sys.argv = [argv[0], *[o for o in task_overrides() if not o.startswith("resume=")], *resume]
+    with read_write(hydra_cfg.hydra.run):
+        hydra_cfg.hydra.run.dir = str(cfg.paths.output_dir)
+    had_process_group = torch.distributed.is_available() and torch.distributed.is_initialized()
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        with read_write(hydra_cfg.hydra.run):
+            hydra_cfg.hydra.run.dir = run_dir
+        if not had_process_group and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def uses_ddp_subprocesses(trainer_cfg: DictConfig) -> bool:
+    """Whether Lightning will start processes for other ranks by running this script again."""
+    strategy = str(trainer_cfg.get("strategy", "auto"))
+    devices = trainer_cfg.get("devices", 1)
+    many = devices in (-1, "auto") or (isinstance(devices, int) and devices > 1) or str(devices).count(",") > 0
+    launched_outside = any(name in os.environ for name in ("LOCAL_RANK", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID"))
+    return (
+        strategy.startswith("ddp")
+        and strategy not in ("ddp_spawn", "ddp_fork", "ddp_notebook")
+        and many
+        and (not launched_outside)
+    )
+
+
+# ---------------------------------------------------------------- summary
+
+
+def summarize_sweep(sweep_dir: str | Path) -> dict[str, Any]:
+    """Every job folder of the sweep with its status, error and score; which did not complete."""
+    sweep_dir = Path(sweep_dir)
+    jobs = []
+    for job_dir in run_folder.find_runs(sweep_dir):
+        record = run_folder.read_run_json(job_dir)
+        monitor = record.get("monitor") or {}
+        jobs.append(
+            {
+                "job": str(job_dir.relative_to(sweep_dir)),
+                "status": record.get("status", "not started"),
+                "overrides": record.get("overrides") or _hydra_overrides(job_dir),
+                "error": record.get("error"),
+                "metric": monitor.get("metric"),
+                "best": monitor.get("best"),
+                "rerun_as": record.get("rerun_as"),
+            }
+        )
+    # A trial interrupted with the sweep and run again under another job number is history, not a failure.
+    problems = [job for job in jobs if job["status"] != "completed" and job["rerun_as"] is None]
+    return {
+        "sweep": str(sweep_dir),
+        "jobs": len(jobs),
+        "completed": sum(job["status"] == "completed" for job in jobs),
+        "failed": [{k: job[k] for k in ("job", "status", "overrides", "error")} for job in problems],
+        "all_jobs": jobs,
+    }
+
+
+def _hydra_overrides(job_dir: Path) -> list[str]:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    import yaml
+
+    return list(yaml.safe_load(path.read_text()) or [])
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(stderr=True)
+    console.print(
+        f"Sweep {summary['sweep']}: {summary['completed']} of {summary['jobs']} jobs completed, "
+        f"{len(summary['failed'])} did not."
+    )
+    if summary["failed"]:
+        # The overrides every job shares say nothing about which job this is.
+        shared = set.intersection(*(set(job["overrides"]) for job in summary["all_jobs"]))
+        table = Table(title="Jobs that did not complete", show_lines=True)
+        for column in ("job", "status", "overrides", "error"):
+            table.add_column(column, overflow="fold")
+        for job in summary["failed"]:
+            overrides = " ".join(o for o in job["overrides"] if o not in shared or len(summary["all_jobs"]) == 1)
+            table.add_row(Text(job["job"]), Text(job["status"]), Text(overrides), Text(job["error"] or ""))
+        console.print(table)
+    console.print(
+        f"Summary: {Path(summary['sweep']) / SUMMARY_FILE}; compare runs with: mmfw-compare {summary['sweep']}"
+    )
+
+
+class SweepSummary(Callback):
+    """Hydra callback: when a multirun ends, summarise it, and exit with status 1 if any job did not complete."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # The sweep folder holds the Optuna study (sqlite), which is opened before the first job creates the folder.
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        summary = summarize_sweep(sweep_dir)
+        (sweep_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        print_summary(summary)
+        if summary["failed"]:
+            raise SystemExit(f"{len(summary['failed'])} of {summary['jobs']} jobs did not complete: see {sweep_dir}")
+
+
+# ---------------------------------------------------------------- Optuna
+
+
+class ResumeOptunaStudy(Callback):
+    """Hydra callback: continue an Optuna study stored in the sweep folder instead of starting n_trials more.
+
+    When the study already exists (the sweep command is rerun with ``hydra.sweep.dir=<sweep folder>``):
+    trials left ``RUNNING`` by the interrupted sweep are marked failed and queued again with the same parameters;
+    ``n_trials`` becomes the number still to run; job folders continue the numbering (job folder = trial number);
+    the sampler's seed moves on so that random start-up trials do not repeat.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweeper = config.hydra.sweeper
+        if not sweeper.get("storage"):
+            return
+        import optuna
+        from optuna.trial import TrialState
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            study = optuna.load_study(study_name=sweeper.study_name, storage=sweeper.storage)
+        except KeyError:
+            return  # a new study
+        trials = study.get_trials(deepcopy=False)
+        offset = len(trials)
+        interrupted = [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        for new_number, trial in enumerate(interrupted, start=offset):
+            # A queued (WAITING) trial is closed and queued again too, so that trial numbers stay job numbers.
+            study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+            study._storage.set_trial_state(trial._trial_id, TrialState.FAIL)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # enqueue_trial is "experimental" in optuna 2.x
+                study.enqueue_trial(trial.params or trial.system_attrs.get("fixed_params", {}))
+            job_dir = sweep_dir / str(trial.number)
+            if (job_dir / run_folder.RUN_JSON).is_file():
+                run_folder.update_run_json(
+                    job_dir, status="interrupted", error="the sweep was interrupted", rerun_as=str(new_number)
+                )
+        finished = [t for t in trials if t.state.is_finished() and not t.user_attrs.get("interrupted")]
+        remaining = max(int(sweeper.n_trials) - len(finished), 0)
+        log.info(
+            "Continuing Optuna study %r in %s: %d trials finished, %d interrupted ones queued again, %d to run",
+            sweeper.study_name,
+            sweep_dir,
+            len(finished),
+            len(interrupted),
+            remaining,
+        )
+        with read_write(config.hydra), open_dict(config.hydra):
+            sweeper.n_trials = remaining
+            if sweeper.sampler.get("seed") is not None:
+                sweeper.sampler.seed = int(sweeper.sampler.seed) + offset
+            # Hydra composes each job from the hydra overrides, so the folder numbering travels as one.
+            config.hydra.overrides.hydra.append(f"hydra.sweep.subdir=${{mmfw.job_num:{offset}}}")

@@ -107,7 +107,9 @@ def group_runs(runs: list[Run]) -> list[Group]:
     shared = set.intersection(*(set(varying(run)) for run in runs)) if len(runs) > 1 else set()
     seen: Counter[str] = Counter()
     for group in groups.values():
-        label = " ".join(o for o in varying(group.runs[0]) if o not in shared) or "(common config)"
+        own = varying(group.runs[0])
+        # With a single configuration nothing differs: show what it was run with.
+        label = " ".join(o for o in own if o not in shared) or " ".join(own) or "(defaults)"
         seen[label] += 1
         group.label = label if seen[label] == 1 else f"{label} #{seen[label]}"
     return list(groups.values())
@@ -222,6 +224,8 @@ def print_table(groups: list[Group], metric: str, mode: str, runs: list[Run], ou
     from rich.text import Text
 
     console = Console()
+    if not console.is_terminal:
+        console.width = 160  # a file or a pipe: wrap less than a terminal's 80 columns
     test_metric = test_counterpart(metric)
     table = Table(title=f"{len(runs)} runs ranked by {metric} ({mode}); mean ± std (n) over seeds")
     table.add_column("#", justify="right")
@@ -266,7 +270,8 @@ def plot(groups: list[Group], metric: str, mode: str, path: Path) -> None:
         mean, std, _ = summarize(values)
         ax.barh(y, mean, xerr=std, color="tab:blue", alpha=0.6, capsize=3)
         ax.plot(values, [y] * len(values), "o", color="black", markersize=3)
-    ax.set_yticks(range(len(shown)), [shorten(pretty(g.label)) for g in reversed(shown)], fontsize=8)
+    labels = [f"{shorten(pretty(g.label))} (n={len(g.values(metric))})" for g in reversed(shown)]
+    ax.set_yticks(range(len(shown)), labels, fontsize=8)
     ax.set_xlabel(f"{metric} ({'higher' if mode == 'max' else 'lower'} is better)")
     missing = len(groups) - len(shown)
     title = f"{sum(len(g.runs) for g in groups)} runs, {len(groups)} configurations"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 from pathlib import Path
 
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+log = logging.getLogger(__name__)
 
 
 def wandb_credentials_available() -> bool:
@@ -57,3 +61,19 @@ def wandb_logger(
         log_model=log_model,
         **extra,
     )
+
+
+@rank_zero_only
+def finish_wandb(loggers: list, *, failed: bool) -> None:
+    """End this process's W&B run (marked failed or finished).
+
+    Lightning leaves the run open, and the next ``WandbLogger`` in the same process would log into it: the jobs of
+    a multirun run one after another in one process, and each must be its own W&B run.
+    """
+    for logger in loggers:
+        run = getattr(logger, "_experiment", None) if isinstance(logger, WandbLogger) else None
+        if run is not None:
+            try:
+                run.finish(exit_code=1 if failed else 0)
+            except Exception as error:  # a logging problem must not hide how the run itself ended
+                log.warning("Could not finish the W&B run %s: %s", run.id, error)

@@ -87,6 +87,8 @@ class MultimodalModule(pl.LightningModule):
             {name: build_metrics(task, "test/", postfix=f"[-{name}]") for name in ablations}
         )
         self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
+        # Saved in checkpoints, so a resumed run keeps its best so far.
+        self.val_best.persistent(True)
         monitorable = [*self.val_metrics.keys(), "val/loss"]
         if monitor not in monitorable:
             raise ValueError(
@@ -133,16 +135,14 @@ class MultimodalModule(pl.LightningModule):
                 "trainer.gradient_clip_val."
             )
         self.train_metrics.update(logits, target)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=target.shape[0])
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=target.shape[0]
+        )
         return loss
 
     def on_train_epoch_end(self) -> None:
         self.log_dict(self.train_metrics.compute())
         self.train_metrics.reset()
-
-    def on_train_start(self) -> None:
-        # The sanity check's validation values must not count towards the best.
-        self.val_best.reset()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, logits, target = self._loss_and_outputs(batch)
@@ -153,7 +153,8 @@ class MultimodalModule(pl.LightningModule):
         values = self.val_metrics.compute()
         self.val_metrics.reset()
         self.log_dict(values, prog_bar=True)
-        if self.monitor in values:
+        # The sanity check's validation values must not count towards the best.
+        if self.monitor in values and not self.trainer.sanity_checking:
             self.val_best.update(values[self.monitor])
             self.log(f"{self.monitor}_best", self.val_best.compute(), prog_bar=True)
 

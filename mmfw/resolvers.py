@@ -5,12 +5,14 @@ ${mmfw.resume_or:${resume},<dir>}     the run folder being resumed, else <dir> (
 ${mmfw.unless_resuming:${resume},x}   x, or null while resuming (hydra.output_subdir keeps the run's own config)
 ${mmfw.sweep_name:<default>}          the sweep folder's name inside a multirun, else <default> (W&B group)
 ${mmfw.run_name:}                     the job's overrides (hydra.job.override_dirname), else the run folder's name
-${mmfw.plus:a,b}                      a + b (job folder numbers of a resumed Optuna sweep continue the count)
+${mmfw.job_num:n}                     hydra.job.num + n (job folders of a resumed Optuna sweep continue the count)
 ${mmfw.optuna_direction:max}          maximize | minimize, from monitor.mode
+${mmfw.rank_suffix:}                  "" on rank 0, "_rank<k>" on the others (log files of torchrun/srun ranks)
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -54,6 +56,12 @@ def optuna_direction(mode: str) -> str:
     return directions[mode]
 
 
+def rank_suffix() -> str:
+    # torchrun sets RANK, srun SLURM_PROCID; ranks that Lightning starts itself get their own job name instead.
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0)
+    return f"_rank{rank}" if rank else ""
+
+
 def register() -> None:
     """Register every ``mmfw.*`` resolver (idempotent)."""
     # Cached per config object, so the run dir and the sweep dir of one invocation share the id; Hydra copies the
@@ -67,3 +75,4 @@ def register() -> None:
     OmegaConf.register_new_resolver("mmfw.run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("mmfw.job_num", job_num, replace=True)
     OmegaConf.register_new_resolver("mmfw.optuna_direction", optuna_direction, replace=True)
+    OmegaConf.register_new_resolver("mmfw.rank_suffix", rank_suffix, replace=True)

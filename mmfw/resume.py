@@ -8,10 +8,13 @@ W&B logger continues the run id recorded in ``run.json``. Two callbacks make the
   sees the same shuffling and dropout whether or not the process was restarted before it.
 * ``CheckpointOnInterrupt`` writes ``checkpoints/last.ckpt`` when the run is stopped by SIGTERM (a scheduler's
   preemption) or Ctrl-C. It does not save on errors: a NaN loss must not overwrite the last good checkpoint.
+
+``csv/metrics.csv`` keeps the rows logged before the checkpoint (``keep_csv_history``).
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import random
 from pathlib import Path
@@ -21,8 +24,9 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities import CombinedLoader
+from pytorch_lightning.utilities import CombinedLoader, rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mmfw import run_folder
@@ -52,11 +56,17 @@ def load_run_to_resume(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfi
             "resume works for single runs; to continue a sweep, rerun its command with hydra.sweep.dir=<sweep folder>"
         )
     saved = OmegaConf.load(run_dir / run_folder.HYDRA_CONFIG)
+    record = run_folder.read_run_json(run_dir)
+    # The run's own overrides are in its config already (a sweep job resumed by rerunning the sweep repeats them).
+    started_with = record.get("overrides")
+    if started_with is None and (run_dir / ".hydra" / "overrides.yaml").is_file():
+        started_with = list(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
     with open_dict(saved):
-        apply_value_overrides(saved, [o for o in overrides if not o.startswith(("resume=", "hydra."))])
+        changes = [o for o in overrides if not o.startswith(("resume=", "hydra.")) and o not in (started_with or [])]
+        apply_value_overrides(saved, changes)
         saved.resume = str(run_dir)
         saved.paths.output_dir = str(output_dir)
-        continue_wandb_run(saved, run_folder.read_run_json(run_dir))
+        continue_wandb_run(saved, record)
     checkpoint = run_folder.last_checkpoint(run_dir)
     if checkpoint is None:
         log.warning("%s has no complete checkpoint yet: training starts over in the same folder", run_dir)
@@ -88,6 +98,23 @@ def continue_wandb_run(cfg: DictConfig, record: dict) -> None:
             node.run_id = record["wandb_run_id"]
             node.group = record.get("wandb_group", node.get("group"))
             node.name = record.get("wandb_name", node.get("name"))
+
+
+@rank_zero_only
+def keep_csv_history(loggers: list, checkpoint: Path) -> None:
+    """Keep the rows a resumed run logged before its checkpoint: Lightning's CSVLogger deletes metrics.csv on start.
+
+    Rows logged after the checkpoint (by the part of an epoch that is trained again) are dropped, not duplicated.
+    """
+    step = int(torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False).get("global_step", 0))
+    for logger in loggers:
+        path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+        if path is None or not path.is_file():
+            continue
+        with open(path, newline="") as f:
+            rows = [row for row in csv.DictReader(f) if row.get("step") and int(row["step"]) < step]
+        writer = logger.experiment  # creating the writer deletes the file; it rewrites these rows on its first save
+        writer.metrics[:0] = [{key: value for key, value in row.items() if value != ""} for row in rows]
 
 
 class EpochSeed(pl.Callback):

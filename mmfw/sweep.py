@@ -47,6 +47,14 @@ def run_job(train: Callable[[DictConfig], float | None], cfg: DictConfig) -> flo
         return train(cfg)
     job_dir = Path(cfg.paths.output_dir)
     previous = run_folder.read_run_json(job_dir)
+    if previous.get("overrides") not in (None, task_overrides()):
+        log.error(
+            "Job folder %s holds a run of another command (%s): not run. Continue a sweep with the command that "
+            "started it, or give this one a new hydra.sweep.dir",
+            job_dir,
+            " ".join(previous["overrides"]),
+        )
+        return None
     if previous.get("status") in ("completed", "failed"):
         log.info("Job %s already %s (delete the folder to run it again)", job_dir, previous["status"])
         return (previous.get("monitor") or {}).get("best")
@@ -56,9 +64,12 @@ def run_job(train: Callable[[DictConfig], float | None], cfg: DictConfig) -> flo
     try:
         with ddp_processes_run_this_job(cfg):
             return train(cfg)
-    except Exception:
-        # train() has written the error into run.json; the sweep summary reports it.
+    except Exception as error:
         log.exception("Job %s failed; the sweep goes on", job_dir)
+        if run_folder.read_run_json(job_dir).get("status") != "failed":
+            # train() records its own errors; this one came before it could (e.g. a resume that cannot start).
+            error_text = f"{type(error).__name__}: {error}"
+            run_folder.finish_run(job_dir, status="failed", error=error_text, overrides=task_overrides())
         return None
 
 
@@ -163,6 +174,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.text import Text
 
     console = Console(stderr=True)
+    if not console.is_terminal:
+        console.width = 160
     console.print(
         f"Sweep {summary['sweep']}: {summary['completed']} of {summary['jobs']} jobs completed, "
         f"{len(summary['failed'])} did not."

@@ -24,6 +24,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mmfw import resolvers, resume, run_folder, sweep
+from mmfw.loggers import finish_wandb
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -84,6 +85,7 @@ def train(cfg: DictConfig) -> float | None:
     """
     run_dir = Path(cfg.paths.output_dir)
     trainer = checkpoint = None
+    loggers: list[Any] = []
     if cfg.get("resume"):
         # Outside the try: a resume that cannot start must not mark the run it points at as failed.
         cfg, checkpoint = resume.load_run_to_resume(cfg, sweep.task_overrides())
@@ -92,6 +94,8 @@ def train(cfg: DictConfig) -> float | None:
         pl.seed_everything(cfg.seed, workers=True)
         datamodule, model = build(cfg)
         loggers = instantiate_group(cfg.get("logger"))
+        if checkpoint is not None:
+            resume.keep_csv_history(loggers, checkpoint)
         callbacks = [*instantiate_group(cfg.get("callbacks")), *resume.fault_tolerance_callbacks(seed=cfg.seed)]
         trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         record_start(cfg, run_dir, loggers, skipped=getattr(datamodule, "skipped", None) or [], resumed=checkpoint)
@@ -104,6 +108,7 @@ def train(cfg: DictConfig) -> float | None:
             test_metrics = metrics_with_prefix(trainer, "test/")
     except BaseException as error:
         record_stop(run_dir, error, trainer)
+        finish_wandb(loggers, failed=True)
         if isinstance(error, SIGTERMException):
             # Lightning's SIGTERMException exits with status 0; a job stopped by its scheduler did not succeed.
             raise SystemExit(128 + signal.SIGTERM) from error
@@ -120,6 +125,7 @@ def train(cfg: DictConfig) -> float | None:
             test_metrics=test_metrics,
         )
         log.info("Run folder: %s", run_dir)
+    finish_wandb(loggers, failed=False)
     return score
 
 

@@ -23,9 +23,7 @@ def auc(values: Sequence[float], levels: Sequence[float]) -> float:
     """Trapezoidal area under ``values`` over ``levels`` (same length >= 2), widths taken as ``|Δlevel|``."""
     if len(values) != len(levels) or len(values) < 2:
         raise ValueError(f"auc needs >= 2 points and as many levels as values, got {len(values)} and {len(levels)}")
-    return float(
-        sum(abs(levels[k + 1] - levels[k]) * (values[k] + values[k + 1]) / 2 for k in range(len(values) - 1))
-    )
+    return float(sum(abs(levels[k + 1] - levels[k]) * (values[k] + values[k + 1]) / 2 for k in range(len(values) - 1)))
 
 
 def relative_robustness(values: Sequence[float]) -> float:

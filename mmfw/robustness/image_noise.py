@@ -37,11 +37,9 @@ class GaussianImageNoise:
         self.levels = check_levels(levels, "GaussianImageNoise.levels", above=0.0)
         self.scale = scale
         self.level_label = "noise std" + (" (x pixel std)" if scale == "data" else "")
-        self._stds: dict[tuple[int, str, str], float] = {}
+        self._stds: dict[tuple[int, str, str], tuple[Any, float]] = {}
 
-    def batches(
-        self, datamodule: Any, split: str, modality: str, level: float, seed: int
-    ) -> Iterator[dict[str, Any]]:
+    def batches(self, datamodule: Any, split: str, modality: str, level: float, seed: int) -> Iterator[dict[str, Any]]:
         """The split's batches with noise of std ``level · s`` on ``modality``."""
         j = column(datamodule, modality)
         std = level * (self.pixel_std(datamodule, split, modality) if self.scale == "data" else 1.0)
@@ -55,7 +53,7 @@ class GaussianImageNoise:
     def pixel_std(self, datamodule: Any, split: str, modality: str) -> float:
         """Standard deviation of all pixel values of the split's present images (computed once)."""
         key = (id(datamodule), split, modality)
-        if key not in self._stds:
+        if key not in self._stds or self._stds[key][0] is not datamodule:  # (an id can be reused once freed)
             j = column(datamodule, modality)
             total = total_sq = count = 0.0
             for batch in split_batches(datamodule, split):
@@ -64,6 +62,5 @@ class GaussianImageNoise:
             if count == 0:
                 raise ValueError(f"no {split} sample has modality {modality!r}: nothing to add noise to")
             mean = total / count
-            self._stds[key] = max(total_sq / count - mean**2, 0.0) ** 0.5
-        return self._stds[key]
-
+            self._stds[key] = (datamodule, max(total_sq / count - mean**2, 0.0) ** 0.5)
+        return self._stds[key][1]

@@ -56,7 +56,7 @@ def plot_report(report: dict[str, Any], path: str | Path) -> None:
         if curve["effective_robustness"] is not None:
             summary.append(f"eff. rob. {curve['effective_robustness']:+.3f}")
         ax.set_title(f"{curve['modality']}: {curve['corruption']}\n{' · '.join(summary)}", fontsize=10)
-        ax.set_ylim(bottom=0.0, top=max(max(curve["values"]), clean) * 1.08 or 1.0)
+        ax.set_ylim(bottom=0.0, top=_top([*curve["values"], clean], 1.08))
         ax.grid(alpha=0.3)
     if subsets:
         ax = axes.flat[len(curves)]
@@ -64,6 +64,7 @@ def plot_report(report: dict[str, Any], path: str | Path) -> None:
         values = [s["value"] for s in subsets]
         bars = ax.bar(range(len(values)), values, color=["tab:green"] + ["tab:orange"] * (len(values) - 1))
         ax.bar_label(bars, fmt="%.3f", fontsize=8)
+        ax.set_ylim(bottom=0.0, top=_top(values, 1.12))
         ax.set_xticks(range(len(values)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(metric)
         ax.set_title("present modalities (others masked)", fontsize=10)
@@ -75,6 +76,12 @@ def plot_report(report: dict[str, Any], path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _top(values: list[float], margin: float) -> float:
+    """Upper y limit: the largest finite value times ``margin`` (1 when there is none); metrics here are >= 0."""
+    finite = [v for v in values if math.isfinite(v)]
+    return (max(finite) * margin if finite else 0.0) or 1.0
 
 
 def print_report(report: dict[str, Any], title: str, console: Console | None = None) -> None:

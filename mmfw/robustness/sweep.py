@@ -97,9 +97,7 @@ def plan_corruptions(
         if chosen is not None:
             plan.append((modality, chosen))
     covered = {kinds[m] for m, _ in plan}
-    notes = [
-        f"robustness.corruptions.{k}: the run has no {k} modality, skipped" for k in by_kind if k not in covered
-    ]
+    notes = [f"robustness.corruptions.{k}: the run has no {k} modality, skipped" for k in by_kind if k not in covered]
     return plan, notes
 
 
@@ -239,7 +237,8 @@ def baseline_effective_robustness(
     if baseline is None:
         return None
     if baseline.get("metric") != metric:
-        notes.append(f"baseline reports {baseline.get('metric')!r}, not {metric!r}: no effective robustness")
+        note = f"the baseline reports {baseline.get('metric')!r}, not {metric!r}: no effective robustness"
+        notes.extend([note] if note not in notes else [])
         return None
     for other in baseline.get("curves", []):
         same = (other["modality"], other["corruption"], other["levels"])

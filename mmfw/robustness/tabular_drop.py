@@ -33,9 +33,7 @@ class TabularValueDrop:
     def __init__(self, *, levels: Sequence[float]) -> None:
         self.levels = check_levels(levels, "TabularValueDrop.levels", above=0.0, at_most=1.0)
 
-    def batches(
-        self, datamodule: Any, split: str, modality: str, level: float, seed: int
-    ) -> Iterator[dict[str, Any]]:
+    def batches(self, datamodule: Any, split: str, modality: str, level: float, seed: int) -> Iterator[dict[str, Any]]:
         """The split's batches with a share ``level`` of ``modality``'s values set missing."""
         j = column(datamodule, modality)
         generator = torch.Generator().manual_seed(modality_seed(seed, modality))

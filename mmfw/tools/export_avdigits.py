@@ -85,7 +85,7 @@ def export(
     recordings = Path(raw_dir) / "fsdd" / "recordings"  # the raw layout (mmfw.data.download)
     durations = {}
     text_rng = np.random.default_rng([seed, 7])
-    rows, clipped = [], 0
+    rows, clipped, samples = [], 0, 0
     for split in SPLITS:
         data = datamodule.datasets[split]
         waves, names = datamodule.pair_waves(split, noisy=not clean)
@@ -95,7 +95,7 @@ def export(
             digit = int(data.target[i])
             image_path, audio_path = f"images/{split}/{i:05d}.png", f"audio/{split}/{i:05d}.wav"
             Image.fromarray(image_to_uint8(data.tensors["image"][i, 0].numpy()), mode="L").save(out / image_path)
-            clipped += int(np.sum(np.abs(wave) > 1.0))
+            clipped, samples = clipped + int(np.sum(np.abs(wave) > 1.0)), samples + len(wave)
             sf.write(out / audio_path, np.clip(wave, -1.0, 1.0), rate, subtype="PCM_16")
             if name not in durations:
                 durations[name] = sf.info(recordings / name).duration
@@ -109,7 +109,8 @@ def export(
     frame = pd.DataFrame(rows)
     frame.to_csv(out / "manifest.csv", index=False)
     if clipped:
-        print(f"warning: {clipped} audio samples exceeded [-1, 1] and were clipped", file=sys.stderr)
+        print(f"note: {clipped} of {samples} audio samples ({clipped / samples:.5%}) exceeded [-1, 1] and were clipped "
+              "to fit 16-bit PCM", file=sys.stderr)  # fmt: skip
     return frame
 
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from mmfw.data.audio import add_white_noise, fix_length, log_mel_spectrogram, read_wav, resample
 from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec
 from mmfw.data.download import RawDataInfo, ensure_raw_data
+from mmfw.data.loaders import split_loader
 
 AVAILABLE_MODALITIES = ("image", "audio")
 SPLITS = ("train", "val", "test")
@@ -194,14 +195,12 @@ class AVDigitsDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"call setup() before asking for the {split} dataloader")
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
+        return split_loader(
             self.datasets[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
-            generator=generator,
+            seed=self.seed,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
         )
 
@@ -264,7 +263,9 @@ class AVDigitsDataModule(pl.LightningDataModule):
                                        hop_length=p["hop_length"], num_frames=p["num_frames"])  # fmt: skip
             specs[i, 0] = (spec - band_mean) / band_std
         dataset = DictDataset({**clean.tensors, "audio": torch.from_numpy(specs)}, clean.target)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+        return split_loader(
+            dataset, batch_size=self.batch_size, shuffle=False, seed=self.seed, num_workers=self.num_workers
+        )
 
 
 # ---------------------------------------------------------------------------------------------- construction

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from mmfw.data.audio import log_mel_spectrogram, read_wav, resample
 from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec
 from mmfw.data.image import load_image, to_float
+from mmfw.data.loaders import split_loader
 from mmfw.data.tabular import TabularStats, category_key
 from mmfw.data.text import (
     ByteTokenizer,
@@ -247,13 +248,12 @@ class ManifestDataModule(pl.LightningDataModule):
         return ManifestDataset(inputs, part["mask"][:, index].contiguous(), part["target"], images)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        return split_loader(
             self.dataset(split),
             batch_size=self.batch_size,
             shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            seed=self.seed,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
         )
 
@@ -307,7 +307,9 @@ class ManifestDataModule(pl.LightningDataModule):
         mask = base.mask.clone()
         mask[:, j] = present
         dataset = ManifestDataset({**base.inputs, modality: decoded}, mask, base.target, base.images)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+        return split_loader(
+            dataset, batch_size=self.batch_size, shuffle=False, seed=self.seed, num_workers=self.num_workers
+        )
 
     # ------------------------------------------------------------------ cache
     def _load_or_build(self) -> None:

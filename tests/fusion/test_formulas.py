@@ -12,15 +12,6 @@ DIMS = {"a": 3, "b": 2, "c": 4}
 MASK = torch.tensor([[True, True, True], [True, False, True], [False, False, True], [False, False, False]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: extra intra-op threads only add contention on small CI machines
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

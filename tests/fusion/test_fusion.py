@@ -25,15 +25,6 @@ UNDEFINED = {("bilinear", 1), ("bilinear", 3), ("film", 1)}
 VARIANTS = [(name, {}) for name in CONFIGS] + [("late", {"learned_weights": True}), ("concat", {"append_mask": False})]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: extra intra-op threads only add contention on small CI machines
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(name: str, in_dims: dict[str, int], **overrides) -> nn.Module:
     cfg = OmegaConf.create({"data": {"num_outputs": NUM_OUTPUTS}, "fusion": OmegaConf.load(CONF_DIR / f"{name}.yaml")})
     for key, value in overrides.items():

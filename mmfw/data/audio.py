@@ -6,6 +6,8 @@ filterbank ``M`` (HTK or Slaney mel scale), cropped or padded to a fixed number 
 
 from __future__ import annotations
 
+import os
+import struct
 from math import gcd
 from pathlib import Path
 
@@ -32,9 +34,40 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
             f"cannot read audio file {path}: {err}. The file is missing or corrupt: delete it and download or "
             "copy the data set again (or remove the file from the raw folder)."
         ) from err
+    check_wav_complete(path)
     if wave.shape[0] == 0:
         raise ValueError(f"audio file {path} holds no samples: replace it with a good copy or remove it.")
     return wave.mean(axis=1).astype(np.float32), int(sample_rate)
+
+
+def check_wav_complete(path: str | Path) -> None:
+    """Raise if a RIFF WAV holds fewer audio bytes than its ``data`` chunk header declares.
+
+    libsndfile reads such a file (a copy or download cut off mid-data) as shorter audio without a word; other
+    formats it checks itself (a cut FLAC fails to decode). Streaming writers that leave the size 0 or 0xFFFFFFFF
+    (unknown) are not judged.
+
+    Raises:
+        ValueError: the file is truncated; the message names it and the sizes.
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return
+        order = "<" if head[:4] == b"RIFF" else ">"
+        size = os.fstat(f.fileno()).st_size
+        while (chunk := f.read(8)) and len(chunk) == 8:
+            declared = struct.unpack(order + "I", chunk[4:])[0]
+            if chunk[:4] == b"data":
+                present = size - f.tell()
+                if declared not in (0, 0xFFFFFFFF) and present < declared:
+                    raise ValueError(
+                        f"audio file {path} is truncated: its header declares {declared} bytes of audio data but "
+                        f"only {present} are present (a copy or download cut off). Replace it with a complete copy "
+                        "or remove it."
+                    )
+                return
+            f.seek(declared + (declared & 1), os.SEEK_CUR)  # chunks are padded to an even size
 
 
 def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

@@ -19,13 +19,18 @@ the manifest's content, the referenced files' sizes and times, and every preproc
 
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
+import io
 import json
 import logging
 import math
 import os
+import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +44,7 @@ from mmfw.data.audio import log_mel_spectrogram, read_wav, resample
 from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec
 from mmfw.data.image import load_image, to_float
 from mmfw.data.loaders import split_loader
-from mmfw.data.tabular import TabularStats, category_key
+from mmfw.data.tabular import TabularStats, category_key, decimal_value
 from mmfw.data.text import (
     ByteTokenizer,
     HFTokenizer,
@@ -54,7 +59,7 @@ log = logging.getLogger(__name__)
 KINDS = ("image", "audio", "text", "tabular")
 TASKS = ("multiclass", "binary", "multilabel", "regression")
 SPLITS = ("train", "val", "test")
-_CACHE_VERSION = 1  # bump when decoding or the cache layout changes
+_CACHE_VERSION = 2  # bump when decoding or the cache layout changes
 
 
 class ManifestError(ValueError):
@@ -105,6 +110,7 @@ class ManifestDataModule(pl.LightningDataModule):
 
     Args:
         manifest: CSV/TSV, JSONL or Parquet file; relative paths in it are relative to its folder.
+        encoding: text encoding of a CSV/TSV or JSONL manifest (``utf-8``; ``latin-1``, ``cp1252``, ...).
         modalities: the configured modalities this run uses, in mask-column order.
         columns: ``{modality: {kind: image|audio|text, column: name}}`` or ``{modality: {kind: tabular,
             numeric: [names], categorical: [names]}}``.
@@ -141,6 +147,7 @@ class ManifestDataModule(pl.LightningDataModule):
         self,
         *,
         manifest: str,
+        encoding: str = "utf-8",
         modalities: Sequence[str],
         columns: Mapping[str, Mapping[str, Any]],
         target: str | Sequence[str],
@@ -170,6 +177,12 @@ class ManifestDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.manifest = Path(os.path.normpath(Path(manifest).expanduser().absolute()))
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"datamodule.encoding={encoding!r} is not a known text encoding (utf-8, latin-1, "
+                             "cp1252, ...)") from None  # fmt: skip
+        self.encoding = encoding
         self.columns = _check_columns(_plain(columns))
         self.modalities = list(_plain(modalities))
         unknown = [m for m in self.modalities if m not in self.columns]
@@ -201,13 +214,15 @@ class ManifestDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         # Everything that changes the decoded samples keys the disk cache (modalities does not: all are decoded).
         self._settings = {
-            "columns": self.columns, "target": self.target, "task": task, "label_delimiter": label_delimiter,
-            "split_column": split_column, "val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
-            "seed": self.seed, "image_mode": image_mode, "image_size": self.image_size, "audio": self.audio,
-            "text_tokenizer": text_tokenizer, "max_text_len": max_text_len, "bpe_vocab_size": bpe_vocab_size,
-            "missing_file": missing_file, "on_bad_sample": on_bad_sample, "allow_outside_root": allow_outside_root,
+            "encoding": encoding, "columns": self.columns, "target": self.target, "task": task,
+            "label_delimiter": label_delimiter, "split_column": split_column, "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction, "seed": self.seed, "image_mode": image_mode,
+            "image_size": self.image_size, "audio": self.audio, "text_tokenizer": text_tokenizer,
+            "max_text_len": max_text_len, "bpe_vocab_size": bpe_vocab_size, "missing_file": missing_file,
+            "on_bad_sample": on_bad_sample, "allow_outside_root": allow_outside_root,
         }  # fmt: skip
         self.skipped: list[dict[str, Any]] = []
+        self.truncated: dict[str, int] = {}
         self.text_tokenizer: ByteTokenizer | HFTokenizer | None = None
         self.tabular_stats: dict[str, TabularStats] = {}
         self.split_rows: dict[str, list[int]] = {}
@@ -287,7 +302,7 @@ class ManifestDataModule(pl.LightningDataModule):
             raise ValueError(f"only audio and text modalities are decoded again; {modality!r} is {kind or 'unknown'}")
         base = self.dataset(split)
         j = self.modalities.index(modality)
-        records = read_manifest(self.manifest)
+        records = read_manifest(self.manifest, encoding=self.encoding)
         values = [records[row - 1].get(self.columns[modality]["column"]) for row in self.split_rows[split]]
         present = base.mask[:, j].clone()
         if kind == "text":
@@ -315,7 +330,7 @@ class ManifestDataModule(pl.LightningDataModule):
     def _load_or_build(self) -> None:
         if self._data is not None:
             return
-        records = read_manifest(self.manifest)
+        records = read_manifest(self.manifest, encoding=self.encoding)
         self._check_header(records)
         key = self._cache_key(records)
         path = self.cache_dir / f"{self.manifest.stem}-{key}.pt" if self.cache_dir else None
@@ -391,12 +406,20 @@ class ManifestDataModule(pl.LightningDataModule):
                 )  # fmt: skip
 
     def _path(self, value: str, *, check: bool = True) -> Path:
+        """The file ``value`` names; with ``check``, refuse it unless it lies in the manifest's folder, both as
+        written (``../``, absolute paths) and once symbolic links are followed."""
         root = self.manifest.parent
         path = Path(os.path.normpath(root / Path(value).expanduser()))
-        if check and not self.allow_outside_root and not path.is_relative_to(root):
+        if not check or self.allow_outside_root:
+            return path
+        fix = "move the file under it or set datamodule.allow_outside_root=true"
+        if not path.is_relative_to(root):
+            raise ValueError(f"path {value!r} leaves the manifest folder {root}; {fix}")
+        real = path.resolve()
+        if not real.is_relative_to(root.resolve()):
             raise ValueError(
-                f"path {value!r} leaves the manifest folder {root}; move the file under it or set "
-                "datamodule.allow_outside_root=true"
+                f"path {value!r} leaves the manifest folder {root} through a symbolic link (it resolves to {real}); "
+                f"{fix}"
             )
         return path
 
@@ -438,6 +461,14 @@ class ManifestDataModule(pl.LightningDataModule):
             except _RowProblem as problem:
                 bad(i, problem)
 
+        if kind != "regression":
+            cells = (x for i in np.flatnonzero(alive) for x in _label_cells(raw_targets[i], kind, self.label_delimiter))
+            _note_merged_spellings(", ".join(self.target), "class", cells)
+        for spec in self.columns.values():
+            for column in spec["categorical"] if spec["kind"] == "tabular" else []:
+                cells = (records[i].get(column) for i in np.flatnonzero(alive))
+                _note_merged_spellings(column, "category", (x for x in cells if not _is_missing(x)))
+
         if not use_split_column:
             rows = np.flatnonzero(alive)
             strata = None if kind == "regression" else [json.dumps(targets[i]) for i in rows]
@@ -458,6 +489,8 @@ class ManifestDataModule(pl.LightningDataModule):
         train = [i for i in train if alive[i]]
 
         tokenizer, stats = self._fit_train_statistics(values, train)
+        for i, problem in self._overflowing_standardisation(values, np.flatnonzero(alive), stats):
+            bad(i, problem)  # a val/test value many training stds away (train values stay within sqrt(n) stds)
         out_splits = {}
         for split in SPLITS:
             rows = [i for i in np.flatnonzero(alive) if splits[i] == split]
@@ -473,6 +506,25 @@ class ManifestDataModule(pl.LightningDataModule):
             "tokenizer": tokenizer.to_str() if self.text_tokenizer_spec == "bpe" else None,
         }
 
+    def _overflowing_standardisation(
+        self, values: dict[str, list[Any]], rows: Sequence[int], stats: dict[str, TabularStats]
+    ) -> list[tuple[int, _RowProblem]]:
+        """Rows whose standardised numeric value ``(x - mean) / std`` does not fit the float32 the model takes."""
+        found = []
+        for m, spec in self.columns.items():
+            if spec["kind"] != "tabular" or not spec["numeric"]:
+                continue
+            present = [i for i in rows if values[m][i] is not None]
+            x = np.array([values[m][i][0] for i in present], dtype=np.float64).reshape(len(present), -1)
+            mean, std = np.asarray(stats[m].mean), np.asarray(stats[m].std)
+            z = (x - mean) / std
+            for k, j in zip(*np.nonzero(np.abs(z) > FLOAT32_MAX), strict=True):  # a missing value (NaN) is not
+                reason = (f"the value {x[k, j]:.6g} standardises to {z[k, j]:.3g} (training mean {mean[j]:.6g}, std "
+                          f"{std[j]:.6g}), beyond the float32 range the model computes in; fix the value or rescale "
+                          "the column (e.g. take its log)")  # fmt: skip
+                found.append((present[k], _RowProblem(spec["numeric"][j], reason)))
+        return sorted(found, key=lambda f: f[0])
+
     def _raw_target(self, record: dict[str, Any]) -> Any:
         values = [record.get(c) for c in self.target]
         for column, value in zip(self.target, values, strict=True):
@@ -486,11 +538,8 @@ class ManifestDataModule(pl.LightningDataModule):
             numeric = []
             for column in spec["numeric"]:
                 value = record.get(column)
-                number = math.nan if _is_missing(value) else _as_number(value)
-                if number is None:
-                    raise _RowProblem(column, f"numeric column holds {value!r}, not a finite number")
-                numeric.append(number)
-            categorical = [None if _is_missing(record.get(c)) else category_key(record.get(c))
+                numeric.append(math.nan if _is_missing(value) else _feature_number(value, column, "numeric column"))
+            categorical = [None if _is_missing(record.get(c)) else category_key(_scalar(record.get(c), c))
                            for c in spec["categorical"]]  # fmt: skip
             if all(math.isnan(x) for x in numeric) and all(c is None for c in categorical):
                 return None
@@ -499,6 +548,7 @@ class ManifestDataModule(pl.LightningDataModule):
         value = record.get(column)
         if _is_missing(value):
             return None
+        value = _scalar(value, column)
         if spec["kind"] == "text":
             return str(value)
         try:
@@ -617,41 +667,152 @@ class ManifestDataModule(pl.LightningDataModule):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def read_manifest(path: Path) -> list[dict[str, Any]]:
-    """Rows of a CSV/TSV (all cells as strings), JSONL or Parquet manifest as dicts; missing cells are None/NaN."""
+def read_manifest(path: Path, *, encoding: str = "utf-8") -> list[dict[str, Any]]:
+    """Rows of a CSV/TSV (all cells as strings), JSONL or Parquet manifest as dicts; missing cells are None/NaN.
+
+    Text files are decoded with ``encoding`` (a UTF-8 byte-order mark is dropped). A repeated column name is an
+    error rather than the first (CSV) or last (JSON) occurrence winning without a word.
+    """
     if not path.is_file():
         raise ManifestError("manifest file not found; set datamodule.manifest to a CSV, JSONL or Parquet file",
                             file=path)  # fmt: skip
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        try:
-            # Only an empty cell or NaN is missing: "NA", "None", "null" stay values (a category may be "NA").
-            frame = pd.read_csv(
-                path, dtype=str, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False,
-                na_values=["nan", "NaN", "NAN"], encoding="utf-8-sig",
-            )  # fmt: skip
-        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-            raise ManifestError(f"cannot parse the file: {err}", file=path) from err
-        records = frame.to_dict("records")
+        records = _read_csv(path, "\t" if suffix == ".tsv" else ",", encoding)
     elif suffix in (".jsonl", ".ndjson"):
-        records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ManifestError(f"invalid JSON: {err}", file=path, row=len(records) + 1) from err
-            if not isinstance(record, dict):
-                raise ManifestError("each line must be a JSON object", file=path, row=len(records) + 1)
-            records.append(record)
+        records = _read_jsonl(path, encoding)
     elif suffix in (".parquet", ".pq"):
-        records = [{k: _native(v) for k, v in r.items()} for r in pd.read_parquet(path).to_dict("records")]
+        records = _read_parquet(path)
     else:
         raise ManifestError("unknown manifest format: use .csv, .tsv, .jsonl or .parquet", file=path)
     if not records:
         raise ManifestError("the manifest has no rows", file=path)
     return records
+
+
+def _read_csv(path: Path, sep: str, encoding: str) -> list[dict[str, Any]]:
+    data, bom = _without_bom(path.read_bytes(), encoding)
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        # Parse the text with the bad bytes kept as lone surrogates to tell the data row and column they are in.
+        lines = csv.reader(io.StringIO(data.decode(encoding, errors="surrogateescape")), delimiter=sep)
+        header = next(lines, [])
+        row, column = None, next((c for c in header if _BAD_CHAR.search(c)), None)
+        for i, cells in enumerate(lines if column is None else []):
+            bad = [c for c, v in zip(header, cells, strict=False) if _BAD_CHAR.search(v)]
+            if bad or any(_BAD_CHAR.search(v) for v in cells):
+                row, column = i + 1, bad[0] if bad else None
+                break
+        raise _decode_error(path, data, err, encoding, bom=bom, row=row, column=column) from None
+    header = next(csv.reader(io.StringIO(text), delimiter=sep), [])
+    _check_unique(path, header)
+    return _parse_csv(path, text, sep).to_dict("records")
+
+
+def _parse_csv(path: Path, text: str, sep: str) -> pd.DataFrame:
+    try:  # Only an empty cell or NaN is missing: "NA", "None", "null" stay values (a category may be "NA").
+        return pd.read_csv(io.StringIO(text), dtype=str, sep=sep, keep_default_na=False,
+                           na_values=["nan", "NaN", "NAN"])  # fmt: skip
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ManifestError(f"cannot parse the file: {err}", file=path) from err
+
+
+def _read_jsonl(path: Path, encoding: str) -> list[dict[str, Any]]:
+    data, bom = _without_bom(path.read_bytes(), encoding)
+    records: list[dict[str, Any]] = []
+    start = 0
+    for line in data.split(b"\n"):  # not str.splitlines: a JSON string may hold a raw U+2028
+        offset, start = start, start + len(line) + 1
+        if not line.strip():
+            continue
+        row = len(records) + 1
+        try:
+            text = line.decode(encoding)
+        except UnicodeDecodeError as err:
+            try:
+                cells = json.loads(line.decode(encoding, errors="surrogateescape"))
+            except json.JSONDecodeError:
+                cells = {}
+            column = next((str(k) for k, v in cells.items() if _BAD_CHAR.search(f"{k}{v}")), None)
+            raise _decode_error(path, data, err, encoding, bom=bom, start=offset, row=row, column=column) from None
+        try:
+            record = json.loads(text, object_pairs_hook=_unique_pairs)
+        except _RepeatedKey as repeated:
+            raise ManifestError(
+                f"the key {repeated.key!r} appears twice in this JSON object (JSON keeps only the last one); "
+                "remove or rename one",
+                file=path, row=row, column=repeated.key,
+            ) from None  # fmt: skip
+        except json.JSONDecodeError as err:
+            raise ManifestError(f"invalid JSON: {err}", file=path, row=row) from err
+        if not isinstance(record, dict):
+            raise ManifestError("each line must be a JSON object", file=path, row=row)
+        records.append(record)
+    return records
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        _check_unique(path, pq.read_schema(path).names)
+        frame = pd.read_parquet(path)
+    except (pa.ArrowException, OSError) as err:
+        raise ManifestError(f"cannot read the Parquet file: {err}", file=path) from err
+    return [{k: _native(v) for k, v in r.items()} for r in frame.to_dict("records")]
+
+
+_BAD_CHAR = re.compile("[\udc80-\udcff]")  # an undecodable byte under errors="surrogateescape"
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
+
+
+def _check_unique(path: Path, names: Sequence[str]) -> None:
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if name in seen:
+            raise ManifestError(
+                f"duplicate column name {name!r} in the header (columns {seen[name]} and {position}, 1-based); "
+                "rename one so every column has its own name",
+                file=path, column=name,
+            )  # fmt: skip
+        seen[name] = position
+
+
+def _without_bom(data: bytes, encoding: str) -> tuple[bytes, int]:
+    """``data`` without a UTF-8 byte-order mark (when reading UTF-8), and the number of bytes dropped."""
+    if codecs.lookup(encoding).name == "utf-8" and data.startswith(codecs.BOM_UTF8):
+        return data[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
+    return data, 0
+
+
+def _decode_error(path: Path, data: bytes, err: UnicodeDecodeError, encoding: str, *, bom: int, start: int = 0,
+                  row: int | None, column: str | None) -> ManifestError:  # fmt: skip
+    """``err``, raised decoding ``data[start:]`` (``data``: the file after a ``bom``-byte mark), naming the line
+    and the byte offset in the file."""
+    at = start + err.start
+    line = data.count(b"\n", 0, at) + 1
+    return ManifestError(
+        f"not valid {encoding} text: byte {data[at : at + 1]!r} at line {line}, "
+        f"byte offset {bom + at} ({err.reason}); re-save the file as UTF-8, or set datamodule.encoding to the "
+        "encoding it was written in (e.g. latin-1 or cp1252)",
+        file=path, row=row, column=column,
+    )  # fmt: skip
 
 
 def seeded_split(
@@ -699,16 +860,34 @@ def _infer_task(targets: list[Any], columns: list[str]) -> str:
 def _parse_target(raw: Any, kind: str, columns: list[str], delimiter: str) -> Any:
     column = ", ".join(columns)
     if kind == "regression":
-        parsed = [_as_number(v) for v in (raw if len(columns) > 1 else [raw])]
-        if any(x is None for x in parsed):
-            raise _RowProblem(column, f"regression target {raw!r} is not a number")
+        cells = raw if len(columns) > 1 else [raw]
+        parsed = [_feature_number(v, c, "regression target") for v, c in zip(cells, columns, strict=True)]
         return parsed if len(columns) > 1 else parsed[0]
     if kind == "multilabel":
-        labels = raw if isinstance(raw, list) else str(raw).split(delimiter)
-        return sorted({category_key(x) for x in labels if str(x).strip()})
+        return sorted({category_key(x) for x in _label_cells(raw, kind, delimiter)})
     if isinstance(raw, list):
         raise _RowProblem(column, f"a {kind} target must be one label, got the list {raw!r}")
     return category_key(raw)
+
+
+def _label_cells(raw: Any, kind: str, delimiter: str) -> list[Any]:
+    """The labels of one target cell as written: a multilabel list or delimited string, else the cell."""
+    if kind != "multilabel":
+        return [raw]
+    labels = raw if isinstance(raw, list) else str(raw).split(delimiter)
+    return [x for x in labels if str(x).strip()]
+
+
+def _note_merged_spellings(column: str, what: str, cells: Iterable[Any]) -> None:
+    """Log the values written differently that :func:`category_key` makes one (``2`` and ``"2.0"``)."""
+    spellings: dict[str, set[str]] = {}
+    for cell in cells:
+        spellings.setdefault(category_key(cell), set()).add(str(cell).strip())
+    merged = {key: sorted(v) for key, v in spellings.items() if len(v) > 1}
+    if merged:
+        listed = "; ".join(f"{' and '.join(map(repr, v))} are the same number, so one {what} {key!r}"
+                           for key, v in list(merged.items())[:5])  # fmt: skip
+        log.warning("column %r: %s%s", column, listed, "; ..." if len(merged) > 5 else "")
 
 
 def _split_value(value: Any, column: str) -> str:
@@ -791,9 +970,46 @@ def _as_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _label_order(label: str) -> tuple[int, float, str]:
-    number = _as_number(label)
-    return (0, number, "") if number is not None else (1, 0.0, label)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _feature_number(value: Any, column: str, what: str) -> float:
+    """A numeric cell the model can take: finite and within the float32 range it computes in.
+
+    ±inf, or 1e308, would otherwise overflow the standardisation or the loss and surface much later as a
+    non-finite loss blamed on the learning rate.
+    """
+    number = _as_number(value)
+    if number is None or abs(number) > FLOAT32_MAX:
+        raise _RowProblem(
+            column,
+            f"{what} holds {value!r}, not a finite number within the float32 range the model computes in "
+            f"(|x| <= {FLOAT32_MAX:.3g}); fix the value, leave the cell empty to mark it missing, or rescale the "
+            "column (e.g. take its log)",
+        )
+    return number
+
+
+def _scalar(value: Any, column: str) -> Any:
+    """``value`` if it is one value; a list, array or mapping in a single-value cell is bad input, not text."""
+    if isinstance(value, list | tuple | dict | np.ndarray):
+        raise _RowProblem(
+            column,
+            f"the cell holds a {type(value).__name__} ({_short(value)}), but this column takes a single value (a "
+            "string or a number); store one value per cell, or one column per value",
+        )
+    return value
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _label_order(label: str) -> tuple[int, Decimal, str]:
+    """Numeric labels first, by exact value (two 20-digit ids are not equal), then the others by text."""
+    number = decimal_value(label)
+    return (0, number, "") if number is not None else (1, Decimal(0), label)
 
 
 def _sha256(path: Path) -> str:

@@ -1,26 +1,48 @@
 """Tabular encoding with statistics fitted on the training split only.
 
-Numeric column ``j``: ``x' = (x - mean_j) / std_j`` (train mean and population std; std 1 when constant), a
-missing value becomes 0 with ``numeric_missing[:, j] = True``. Categorical column ``k``: the train values sorted,
-numbered from 1; a value never seen in training, or a missing one, is the unknown bucket 0.
+Numeric column ``j``: ``x' = (x - mean_j) / std_j`` (train mean and population std in float64; std 1 when
+constant), a missing value becomes 0 with ``numeric_missing[:, j] = True``. Categorical column ``k``: the train
+values sorted, numbered from 1; a value never seen in training, or a missing one, is the unknown bucket 0.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_RELATIVE_SPREAD = 1e3 * np.finfo(np.float64).eps
+"""A std below this fraction of the column's largest magnitude is float64 rounding noise, not spread (six 0.1s
+have a computed std of 1.4e-17), so the column counts as constant."""
+
 
 def category_key(value: object) -> str:
-    """The string a categorical value is compared by: ``1``, ``1.0`` and ``"1"`` are one category."""
+    """The string a label or categorical value is compared by.
+
+    Numbers, and strings written as decimal numbers, compare by their exact decimal value: ``2``, ``2.0``,
+    ``"2.0"`` and ``"2e0"`` are one category ``"2"``, while ``"0.1"`` and ``"0.10000000000000001"`` or two
+    20-digit ids stay apart (no rounding to float). Other strings are kept as written (stripped).
+    """
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
+    text = repr(value) if isinstance(value, float) else str(value).strip()
+    number = decimal_value(text)
+    if number is None:
+        return text
+    if number.is_zero():
+        return "0"
+    number = number.normalize()
+    return format(number, "f") if -30 <= number.as_tuple().exponent <= 30 else str(number)
+
+
+def decimal_value(text: str) -> Decimal | None:
+    """The exact value of ``text`` written as a decimal number (``2``, ``-0.5``, ``1e3``), else None."""
+    return Decimal(text) if _DECIMAL.fullmatch(text) else None
 
 
 @dataclass
@@ -55,7 +77,7 @@ class TabularStats:
         numeric: list[str],
         categorical: list[str],
     ) -> TabularStats:
-        """Fit on the training rows.
+        """Fit on the training rows (float64 statistics of values within the float32 range cannot overflow).
 
         Args:
             numeric_values: ``(N_train, len(numeric))`` float, NaN where missing.
@@ -67,8 +89,9 @@ class TabularStats:
             column = column[~np.isnan(column)]
             m = float(column.mean()) if column.size else 0.0
             s = float(column.std()) if column.size else 1.0
+            constant = not s > _RELATIVE_SPREAD * float(np.abs(column).max(initial=0.0))
             mean.append(m)
-            std.append(s if s > 0.0 and math.isfinite(s) else 1.0)
+            std.append(1.0 if constant or not math.isfinite(s) else s)
         vocab = []
         for k in range(len(categorical)):
             seen = {row[k] for row in categorical_values if row[k] is not None}

@@ -50,6 +50,24 @@ def test_read_wav_corrupt_file_names_path(tmp_path: Path) -> None:
         read_wav(path)
 
 
+@pytest.mark.parametrize("cut", [1, 1001, 7999])
+def test_read_wav_truncated_mid_data_is_corrupt(tmp_path: Path, cut: int) -> None:
+    path = tmp_path / "cut.wav"
+    sf.write(path, _tone(440), SR, subtype="PCM_16")  # 4000 frames = 8000 data bytes
+    path.write_bytes(path.read_bytes()[:-cut])  # libsndfile alone would return the shorter audio
+    with pytest.raises(ValueError, match=r"cut\.wav is truncated: its header declares 8000 bytes of audio data"):
+        read_wav(path)
+
+
+@pytest.mark.parametrize("subtype,frames", [("PCM_16", 4000), ("PCM_U8", 3999), ("FLOAT", 4000)])
+def test_read_wav_complete_files_with_padding_and_trailing_chunks(tmp_path: Path, subtype: str, frames: int) -> None:
+    path = tmp_path / "ok.wav"
+    with sf.SoundFile(path, "w", SR, 1, subtype=subtype) as f:  # 8-bit with odd frames: a pad byte after data
+        f.write(_tone(440)[:frames])
+        f.title = "a LIST chunk after the data"
+    assert read_wav(path)[0].shape == (frames,)
+
+
 def test_resample_length_and_content() -> None:
     wave = _tone(200, seconds=1.0, sr=SR)
     up = resample(wave, SR, 16000)

@@ -381,3 +381,162 @@ def test_skip_mode_counts_logs_and_lists_bad_rows(tmp_path, caplog):
     assert all(s["file"] == str(tmp_path / "manifest.csv") and s["reason"] for s in dm.skipped)
     assert [len(dm.split_rows[s]) for s in ("train", "val", "test")] == [5, 1, 1]
     assert "skipped 5 bad row(s)" in caplog.text and "row 10 column 'label'" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------- silent corruption
+def test_duplicate_column_names_are_an_error(tmp_path):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    frame = pd.DataFrame(rows)
+    header = ",".join([*frame.columns, "label"])  # a second `label` column: pandas would read it as `label.1`
+    lines = [",".join([*map(str, r.values()), "other"]) for r in rows]
+    csv = tmp_path / "manifest.csv"
+    csv.write_text("\n".join([header, *lines]) + "\n")
+    err = expect_error(csv, None, "label", "duplicate column name 'label' in the header")
+    assert "columns 7 and 9" in str(err)
+    jsonl = tmp_path / "manifest.jsonl"
+    body = [json.dumps(r) for r in rows]
+    body[4] = body[4][:-1] + ', "color": "pink"}'  # JSON objects keep the last value of a repeated key
+    jsonl.write_text("\n".join(body) + "\n")
+    expect_error(jsonl, 5, "color", "the key 'color' appears twice")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table.append_column("label", pa.array(["x"] * 12)), tmp_path / "manifest.parquet")
+    expect_error(tmp_path / "manifest.parquet", None, "label", "duplicate column name 'label'")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_labels_that_are_the_same_number_are_one_class(tmp_path, fmt, caplog):
+    labels = [2, "2.0", 3, "3", 10, "1e1"] * 2  # 2 == 2.0, 3 == "3", 10 == 1e1
+    if fmt != "jsonl":  # CSV and Parquet columns hold one type: the spellings as strings
+        labels = [str(x) for x in labels]
+    rows = with_split(make_rows(tmp_path, labels=labels), SPLITS_12)
+    for i, r in enumerate(rows):
+        r["color"] = ["1", "1.0", "01.00"][i % 3]  # one category, three spellings
+    with caplog.at_level(logging.WARNING, logger="mmfw.data.manifest"):
+        dm = make_dm(write_manifest(tmp_path, rows, fmt), modalities=["meta"])
+    assert dm.task.kind == "multiclass" and dm.task.class_names == ["2", "3", "10"]
+    assert full_batch(dm)["target"].tolist() == [0, 0, 1, 1, 2, 2, 0, 0]
+    assert dm.encoder_inputs["meta"]["cardinalities"] == [1]
+    assert "'2.0'" in caplog.text and "one class '2'" in caplog.text  # the merge is said, not silent
+
+
+def test_distinct_numbers_and_strings_stay_distinct(tmp_path):
+    ids = ["12345678901234567890", "12345678901234567891"]  # equal as float64: must stay two classes
+    rows = with_split(make_rows(tmp_path, labels=[ids[i % 2] for i in range(12)]), SPLITS_12)
+    for i, r in enumerate(rows):
+        r["color"] = ["0.1", "0.10000000000000001", "cat", " Cat"][i % 4]  # decimals compare exactly
+    dm = make_dm(write_manifest(tmp_path, rows), modalities=["meta"], task="multiclass")
+    assert dm.task.class_names == ids
+    assert dm.tabular_stats["meta"].vocab == [["0.1", "0.10000000000000001", "Cat", "cat"]]
+
+
+def test_truncated_wav_is_a_corrupt_file(tmp_path, caplog):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    wav = tmp_path / "media" / "rec5.wav"
+    data = wav.read_bytes()
+    wav.write_bytes(data[: len(data) - 1000])  # cut mid-data: libsndfile alone reads it as shorter audio
+    path = write_manifest(tmp_path, rows)
+    err = expect_error(path, 6, "wav", "truncated", modalities=["voice"])
+    assert str(wav) in str(err) and "declares" in str(err)
+    with caplog.at_level(logging.WARNING, logger="mmfw.data.manifest"):
+        dm = make_dm(path, modalities=["voice"], on_bad_sample="skip")
+    assert [(s["row"], s["column"]) for s in dm.skipped] == [(6, "wav")] and "truncated" in dm.skipped[0]["reason"]
+
+
+@pytest.mark.parametrize("fmt,column,value", [
+    ("parquet", "color", ["red", "green"]), ("jsonl", "color", {"r": 1}), ("jsonl", "caption", ["a", "b"]),
+    ("jsonl", "img", ["media/img0.png"]),
+])  # fmt: skip
+def test_container_in_a_single_value_cell_is_an_error(tmp_path, fmt, column, value):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    if fmt == "parquet":  # a list column: every cell a list, the third one the bad one
+        for r in rows:
+            r[column] = [r[column]]
+    rows[2][column] = value
+    expect_error(write_manifest(tmp_path, rows, fmt), 3 if fmt == "jsonl" else 1, column, "a single value")
+
+
+def test_symlink_leaving_the_manifest_folder_is_refused(tmp_path):
+    root = tmp_path / "data"
+    rows = with_split(make_rows(root), SPLITS_12)
+    write_png(tmp_path / "outside.png", "RGB", 0)
+    (root / "media" / "inside.png").symlink_to(root / "media" / "img0.png")  # within the folder: fine
+    (root / "media" / "escape.png").symlink_to(tmp_path / "outside.png")
+    (root / "linked").symlink_to(tmp_path)  # a linked folder
+    rows[0]["img"] = "media/inside.png"
+    path = write_manifest(root, rows)
+    assert make_dm(path, modalities=["photo"]).dataset("train")[0]["mask"].all()
+    for value in ("media/escape.png", "linked/outside.png"):
+        rows[1]["img"] = value
+        err = expect_error(write_manifest(root, rows), 2, "img", "leaves the manifest folder.*allow_outside_root",
+                           modalities=["photo"])  # fmt: skip
+        assert "symbolic link" in str(err) and str(tmp_path / "outside.png") in str(err)
+    assert make_dm(path, modalities=["photo"], allow_outside_root=True).dataset("train")[1]["mask"].all()
+
+
+# ---------------------------------------------------------------------------------------------- diagnosis
+@pytest.mark.parametrize("value", ["1e308", "-1e308", "inf", "-Infinity", "3.5e38"])
+def test_absurd_numbers_are_a_data_error(tmp_path, value):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    rows[4]["height"] = value
+    expect_error(write_manifest(tmp_path, rows), 5, "height", "finite number.*float32", modalities=["meta"])
+
+
+def test_absurd_regression_target_is_a_data_error(tmp_path):
+    rows = with_split(make_rows(tmp_path, labels=[0.5 * i for i in range(12)]), SPLITS_12)
+    rows[3]["label"] = "-1e308"
+    expect_error(write_manifest(tmp_path, rows), 4, "label", "finite number.*float32", modalities=["meta"],
+                 task="regression")  # fmt: skip
+
+
+def test_large_but_representable_numbers_standardise_finitely(tmp_path):
+    rows = with_split(make_rows(tmp_path), ["train"] * 6 + ["val"] * 3 + ["test"] * 3)
+    for i, r in enumerate(rows):
+        r["age"] = f"{(i - 5) * 3e37:.6e}"  # the largest legal magnitudes: their squares need float64 statistics
+        r["height"] = "0.1"  # constant, yet the float64 std of six 0.1s is 1.4e-17, not 0
+    rows[7]["height"] = "0.2"  # a val value off the constant: z = 0.1 / 1.4e-17 = 7e15 without the fix
+    rows[10]["height"] = ""  # missing stays missing
+    dm = make_dm(write_manifest(tmp_path, rows), modalities=["meta"])
+    stats = dm.tabular_stats["meta"]
+    assert stats.std[1] == 1.0 and np.isfinite(stats.mean + stats.std).all()
+    for split in ("train", "val", "test"):
+        numeric = full_batch(dm, split)["meta"]["numeric"]
+        assert torch.isfinite(numeric).all() and numeric.abs().max() < 10
+    assert full_batch(dm, "test")["meta"]["numeric_missing"][1].tolist() == [False, True]
+
+
+def test_val_value_whose_standardisation_overflows_is_named(tmp_path):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    for i, r in enumerate(rows):
+        r["height"] = f"{1e-30 * (1 + i % 2):.3e}"  # train std 5e-31
+    rows[8]["height"] = "1e10"  # z = 2e40: beyond float32
+    expect_error(write_manifest(tmp_path, rows), 9, "height", "standardis.*float32", modalities=["meta"])
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_non_utf8_manifest_names_row_offset_and_the_fix(tmp_path, fmt):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    rows[6]["caption"] = "café crème"
+    path = tmp_path / f"manifest.{fmt}"
+    if fmt == "jsonl":
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    else:
+        text = pd.DataFrame(rows).to_csv(index=False)
+    path.write_bytes(text.encode("latin-1"))
+    offset = text.encode("latin-1").index("é".encode("latin-1"))
+    line = text[: text.index("é")].count("\n") + 1
+    err = expect_error(path, 7, "caption", "not valid utf-8 text")
+    assert f"line {line}, byte offset {offset}" in str(err)
+    assert "re-save the file as UTF-8" in str(err) and "datamodule.encoding" in str(err)
+    dm = make_dm(path, encoding="latin-1", modalities=["caption"])
+    ids = full_batch(dm)["caption"][6].tolist()
+    assert bytes(i - 3 for i in ids[1:6]) == "café".encode()
+
+
+def test_utf8_bom_is_accepted_in_jsonl(tmp_path):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    path = tmp_path / "manifest.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in rows).encode())
+    assert len(make_dm(path, modalities=["meta"]).dataset("train")) == 8

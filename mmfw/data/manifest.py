@@ -51,6 +51,7 @@ from mmfw.data.text import (
     build_text_tokenizer,
     encode_padded,
     load_pretrained_tokenizer,
+    tokenize_padded,
     tokenizer_spec_fingerprint,
 )
 
@@ -380,6 +381,13 @@ class ManifestDataModule(pl.LightningDataModule):
                 "skipped %d bad row(s) of %s (on_bad_sample=skip; rows are 1-based data rows): %s%s",
                 len(self.skipped), self.manifest, listed, more,
             )  # fmt: skip
+        self.truncated = {m: count["truncated"] for m, count in data["truncated"].items()}
+        for m, count in data["truncated"].items():
+            log.log(
+                logging.WARNING if count["truncated"] else logging.INFO,
+                "text column %r (modality %r): %d of %d texts had more than max_text_len=%d tokens and were cut",
+                self.columns[m]["column"], m, count["truncated"], count["texts"], self.max_text_len,
+            )  # fmt: skip
         sizes = {s: len(data["splits"][s]["target"]) for s in SPLITS}
         log.info("manifest %s: %s samples, task %s", self.manifest, sizes, self._task)
 
@@ -495,12 +503,19 @@ class ManifestDataModule(pl.LightningDataModule):
         for split in SPLITS:
             rows = [i for i in np.flatnonzero(alive) if splits[i] == split]
             out_splits[split] = self._assemble(rows, values, [encoded[i] for i in rows], task, tokenizer, stats)
+        truncated: dict[str, dict[str, int]] = {}  # per text modality, over all splits
+        for part in out_splits.values():
+            for m, count in part.pop("truncated").items():
+                total = truncated.setdefault(m, {"truncated": 0, "texts": 0})
+                total["truncated"] += count["truncated"]
+                total["texts"] += count["texts"]
         return {
             "modalities": names,
             "splits": out_splits,
             "task": {"kind": task.kind, "num_outputs": task.num_outputs, "class_names": task.class_names},
             "encoder_inputs": self._encoder_inputs(tokenizer, stats),
             "skipped": sorted(skipped, key=lambda s: s["row"]),
+            "truncated": truncated,
             "tabular_stats": {m: vars(s) for m, s in stats.items()},
             # only a trained BPE needs saving; the others are rebuilt from the spec (the key covers their files)
             "tokenizer": tokenizer.to_str() if self.text_tokenizer_spec == "bpe" else None,
@@ -602,7 +617,10 @@ class ManifestDataModule(pl.LightningDataModule):
         if self._has_text():
             texts = [values[m][i] for m, s in self.columns.items() if s["kind"] == "text" for i in train]
             tokenizer = build_text_tokenizer(
-                self.text_tokenizer_spec, [t for t in texts if t is not None], bpe_vocab_size=self.bpe_vocab_size
+                self.text_tokenizer_spec,
+                [t for t in texts if t is not None],
+                bpe_vocab_size=self.bpe_vocab_size,
+                max_len=self.max_text_len,
             )
         stats = {}
         for m, spec in self.columns.items():
@@ -617,14 +635,16 @@ class ManifestDataModule(pl.LightningDataModule):
         n = len(rows)
         mask = torch.zeros(n, len(self.columns), dtype=torch.bool)
         inputs: dict[str, Any] = {}
+        truncated: dict[str, dict[str, int]] = {}  # per text modality: texts cut to max_text_len, texts present
         for j, (m, spec) in enumerate(self.columns.items()):
             column = [values[m][i] for i in rows]
             present = [v is not None for v in column]
             mask[:, j] = torch.tensor(present, dtype=torch.bool)
             if spec["kind"] == "text":
-                ids = encode_padded(tokenizer, [v or "" for v in column], self.max_text_len)
+                ids, cut = tokenize_padded(tokenizer, [v or "" for v in column], self.max_text_len)
                 ids[~np.asarray(present, dtype=bool)] = tokenizer.pad_id  # a missing text is all padding
                 inputs[m] = torch.from_numpy(ids)
+                truncated[m] = {"truncated": int(cut[present].sum()), "texts": int(sum(present))}
             elif spec["kind"] == "tabular":
                 blank = (np.full(len(spec["numeric"]), np.nan), [None] * len(spec["categorical"]))
                 filled = [v if v is not None else blank for v in column]
@@ -650,7 +670,8 @@ class ManifestDataModule(pl.LightningDataModule):
             target = torch.tensor(targets, dtype=torch.float32)
             if task.kind == "multilabel" or task.num_outputs > 1:
                 target = target.reshape(n, task.num_outputs)
-        return {"inputs": inputs, "mask": mask, "target": target, "rows": torch.tensor([i + 1 for i in rows])}
+        rows_tensor = torch.tensor([i + 1 for i in rows])
+        return {"inputs": inputs, "mask": mask, "target": target, "rows": rows_tensor, "truncated": truncated}
 
     def _encoder_inputs(self, tokenizer, stats: dict[str, TabularStats]) -> dict[str, dict[str, Any]]:  # noqa: ANN001
         out: dict[str, dict[str, Any]] = {}

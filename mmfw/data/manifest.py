@@ -470,8 +470,10 @@ class ManifestDataModule(pl.LightningDataModule):
                 bad(i, problem)
 
         if kind != "regression":
-            cells = (x for i in np.flatnonzero(alive) for x in _label_cells(raw_targets[i], kind, self.label_delimiter))
-            _note_merged_spellings(", ".join(self.target), "class", cells)
+            column = ", ".join(self.target)
+            cells = (x for i in np.flatnonzero(alive) for x in _label_cells(raw_targets[i], kind, self.label_delimiter,
+                                                                              column))  # fmt: skip
+            _note_merged_spellings(column, "class", cells)
         for spec in self.columns.values():
             for column in spec["categorical"] if spec["kind"] == "tabular" else []:
                 cells = (records[i].get(column) for i in np.flatnonzero(alive))
@@ -530,7 +532,8 @@ class ManifestDataModule(pl.LightningDataModule):
             if spec["kind"] != "tabular" or not spec["numeric"]:
                 continue
             present = [i for i in rows if values[m][i] is not None]
-            x = np.array([values[m][i][0] for i in present], dtype=np.float64).reshape(len(present), -1)
+            x = np.array([values[m][i][0] for i in present], dtype=np.float64)
+            x = x.reshape(len(present), len(spec["numeric"]))
             mean, std = np.asarray(stats[m].mean), np.asarray(stats[m].std)
             z = (x - mean) / std
             for k, j in zip(*np.nonzero(np.abs(z) > FLOAT32_MAX), strict=True):  # a missing value (NaN) is not
@@ -741,24 +744,26 @@ def _parse_csv(path: Path, text: str, sep: str) -> pd.DataFrame:
 
 def _read_jsonl(path: Path, encoding: str) -> list[dict[str, Any]]:
     data, bom = _without_bom(path.read_bytes(), encoding)
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        start = data.rfind(b"\n", 0, err.start) + 1  # the line holding the bad byte
+        end = data.find(b"\n", err.start)
+        line = data[start : end if end >= 0 else len(data)]
+        try:
+            cells = json.loads(line.decode(encoding, errors="surrogateescape"))
+        except json.JSONDecodeError:
+            cells = None
+        bad = (str(k) for k, v in cells.items() if _BAD_CHAR.search(f"{k}{v}")) if isinstance(cells, dict) else ()
+        row = sum(1 for x in data[:start].split(b"\n") if x.strip()) + 1
+        raise _decode_error(path, data, err, encoding, bom=bom, row=row, column=next(bad, None)) from None
     records: list[dict[str, Any]] = []
-    start = 0
-    for line in data.split(b"\n"):  # not str.splitlines: a JSON string may hold a raw U+2028
-        offset, start = start, start + len(line) + 1
+    for line in text.split("\n"):  # not str.splitlines: a JSON string may hold a raw U+2028
         if not line.strip():
             continue
         row = len(records) + 1
         try:
-            text = line.decode(encoding)
-        except UnicodeDecodeError as err:
-            try:
-                cells = json.loads(line.decode(encoding, errors="surrogateescape"))
-            except json.JSONDecodeError:
-                cells = {}
-            column = next((str(k) for k, v in cells.items() if _BAD_CHAR.search(f"{k}{v}")), None)
-            raise _decode_error(path, data, err, encoding, bom=bom, start=offset, row=row, column=column) from None
-        try:
-            record = json.loads(text, object_pairs_hook=_unique_pairs)
+            record = json.loads(line, object_pairs_hook=_unique_pairs)
         except _RepeatedKey as repeated:
             raise ManifestError(
                 f"the key {repeated.key!r} appears twice in this JSON object (JSON keeps only the last one); "
@@ -806,6 +811,8 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _check_unique(path: Path, names: Sequence[str]) -> None:
     seen: dict[str, int] = {}
     for position, name in enumerate(names, start=1):
+        if not name.strip():
+            continue  # an unnamed column (a spreadsheet's trailing separators): pandas numbers those, none is used
         if name in seen:
             raise ManifestError(
                 f"duplicate column name {name!r} in the header (columns {seen[name]} and {position}, 1-based); "
@@ -822,16 +829,14 @@ def _without_bom(data: bytes, encoding: str) -> tuple[bytes, int]:
     return data, 0
 
 
-def _decode_error(path: Path, data: bytes, err: UnicodeDecodeError, encoding: str, *, bom: int, start: int = 0,
-                  row: int | None, column: str | None) -> ManifestError:  # fmt: skip
-    """``err``, raised decoding ``data[start:]`` (``data``: the file after a ``bom``-byte mark), naming the line
-    and the byte offset in the file."""
-    at = start + err.start
-    line = data.count(b"\n", 0, at) + 1
+def _decode_error(path: Path, data: bytes, err: UnicodeDecodeError, encoding: str, *, bom: int, row: int | None,
+                  column: str | None) -> ManifestError:  # fmt: skip
+    """``err``, raised decoding ``data`` (the file after a ``bom``-byte mark), naming the line and byte offset."""
+    line = data.count(b"\n", 0, err.start) + 1
     return ManifestError(
-        f"not valid {encoding} text: byte {data[at : at + 1]!r} at line {line}, "
-        f"byte offset {bom + at} ({err.reason}); re-save the file as UTF-8, or set datamodule.encoding to the "
-        "encoding it was written in (e.g. latin-1 or cp1252)",
+        f"not valid {encoding} text: byte {data[err.start : err.start + 1]!r} at line {line}, byte offset "
+        f"{bom + err.start} ({err.reason}); re-save the file as UTF-8, or set datamodule.encoding to the encoding it "
+        "was written in (e.g. latin-1 or cp1252)",
         file=path, row=row, column=column,
     )  # fmt: skip
 
@@ -885,18 +890,18 @@ def _parse_target(raw: Any, kind: str, columns: list[str], delimiter: str) -> An
         parsed = [_feature_number(v, c, "regression target") for v, c in zip(cells, columns, strict=True)]
         return parsed if len(columns) > 1 else parsed[0]
     if kind == "multilabel":
-        return sorted({category_key(x) for x in _label_cells(raw, kind, delimiter)})
+        return sorted({category_key(x) for x in _label_cells(raw, kind, delimiter, column)})
     if isinstance(raw, list):
         raise _RowProblem(column, f"a {kind} target must be one label, got the list {raw!r}")
-    return category_key(raw)
+    return category_key(_scalar(raw, column))
 
 
-def _label_cells(raw: Any, kind: str, delimiter: str) -> list[Any]:
+def _label_cells(raw: Any, kind: str, delimiter: str, column: str) -> list[Any]:
     """The labels of one target cell as written: a multilabel list or delimited string, else the cell."""
     if kind != "multilabel":
         return [raw]
-    labels = raw if isinstance(raw, list) else str(raw).split(delimiter)
-    return [x for x in labels if str(x).strip()]
+    labels = raw if isinstance(raw, list) else str(_scalar(raw, column)).split(delimiter)
+    return [x for x in labels if str(_scalar(x, column)).strip()]
 
 
 def _note_merged_spellings(column: str, what: str, cells: Iterable[Any]) -> None:
@@ -986,7 +991,7 @@ def _as_number(value: Any) -> float | None:
         return float(value)
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer beyond the float range
         return None
     return number if math.isfinite(number) else None
 

@@ -393,6 +393,8 @@ def test_duplicate_column_names_are_an_error(tmp_path):
     csv.write_text("\n".join([header, *lines]) + "\n")
     err = expect_error(csv, None, "label", "duplicate column name 'label' in the header")
     assert "columns 7 and 9" in str(err)
+    csv.write_text("\n".join([header[: -len("label")] + ",", *(line[: -len("other")] + "," for line in lines)]) + "\n")
+    assert len(make_dm(csv).dataset("train")) == 8  # unnamed (empty) columns, as spreadsheets export, are not names
     jsonl = tmp_path / "manifest.jsonl"
     body = [json.dumps(r) for r in rows]
     body[4] = body[4][:-1] + ', "color": "pink"}'  # JSON objects keep the last value of a repeated key
@@ -482,6 +484,19 @@ def test_absurd_numbers_are_a_data_error(tmp_path, value):
     rows = with_split(make_rows(tmp_path), SPLITS_12)
     rows[4]["height"] = value
     expect_error(write_manifest(tmp_path, rows), 5, "height", "finite number.*float32", modalities=["meta"])
+
+
+def test_absurd_json_numbers_are_a_data_error(tmp_path):
+    rows = with_split(make_rows(tmp_path), SPLITS_12)
+    rows[4]["height"] = 10**400  # a JSON integer too large for a float
+    expect_error(write_manifest(tmp_path, rows, "jsonl"), 5, "height", "float32", modalities=["meta"])
+    rows[4]["height"] = 150
+    rows[5]["label"] = {"name": "cat"}  # a mapping is not a label
+    expect_error(write_manifest(tmp_path, rows, "jsonl"), 6, "label", "a single value", modalities=["meta"])
+    rows[5]["label"] = "cat"
+    for r in rows:
+        r["height"] = None  # a numeric column missing in every row
+    assert make_dm(write_manifest(tmp_path, rows, "jsonl"), modalities=["meta"]).tabular_stats["meta"].std[1] == 1
 
 
 def test_absurd_regression_target_is_a_data_error(tmp_path):

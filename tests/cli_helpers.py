@@ -22,15 +22,17 @@ def env_for(root: Path) -> dict[str, str]:
     return {**os.environ, "MMFW_ROOT": str(root), "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
 
 
-def mmfw(script: str, *args: str, root: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``<venv>/bin/<script> args...`` from ``root``; logs go to ``root/logs``.
+def mmfw(
+    script: str, *args: str, root: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``<venv>/bin/<script> args...`` from ``root``; logs go to ``root/logs``; ``env`` adds variables.
 
     On timeout the whole process group is killed (DDP ranks must not outlive a hung test) and the output is shown.
     """
     with subprocess.Popen(
         [str(BIN / script), *args],
         cwd=root,
-        env=env_for(root),
+        env={**env_for(root), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

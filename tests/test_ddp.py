@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from pathlib import Path
 
 import hydra
 import pytest
@@ -50,3 +52,24 @@ def test_ddp_cpu_with_the_shipped_callbacks_completes(tmp_path, avdigits_raw):
     single = evaluate(str(run), accelerator="cpu")
     for name in ("test/acc", "test/f1_macro", "test/loss"):
         assert record["test_metrics"][name] == pytest.approx(single[name], abs=1e-5), name
+
+
+@pytest.mark.slow
+def test_ranks_out_of_step_fail_within_the_collective_timeout(tmp_path, avdigits_raw):
+    """A hang (rank 0 alone in a collective) becomes an error on both ranks, with a traceback that says where."""
+    tests = str(Path(__file__).parent)
+    result = mmfw(
+        "mmfw-train",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=2",
+        "trainer.strategy.timeout.minutes=1",  # more than the ranks' start-up skew (the store waits too)
+        "+callbacks.out_of_step._target_=ddp_faults.RankZeroCollective",
+        *TINY_AVDIGITS,
+        root=tmp_path,
+        timeout=240,
+        env={"PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])},
+    )
+    assert result.returncode != 0
+    assert "Timed out waiting 60000ms" in output(result) and "in on_train_epoch_end" in output(result)
+    record = run_json(only_child(tmp_path / "logs" / "train" / "runs"))
+    assert record["status"] == "failed" and "Timed out" in record["error"]

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch import nn
-from torchmetrics import MaxMetric, MinMetric
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
 
 from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec, drop_modalities
 from mmfw.metrics import build_metrics, default_loss, predictions
+
+# Lightning advises sync_dist=True for every epoch-level value under DDP; this module logs values that torchmetrics
+# has already synchronised, and sync_dist is what made the ranks' collectives diverge (see MultimodalModule.__init__).
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(", category=PossibleUserWarning)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -82,18 +88,23 @@ class MultimodalModule(pl.LightningModule):
         self.train_metrics = build_metrics(task, "train/")
         self.val_metrics = build_metrics(task, "val/")
         self.test_metrics = build_metrics(task, "test/")
+        # Epoch losses are torchmetrics too, synchronised in the epoch-end hooks with the other metrics. Values
+        # logged with sync_dist are all-reduced whenever something reads them (a progress bar on rank 0 only), so
+        # the ranks would issue collectives in different orders and hang.
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         ablations = self.modalities if modality_ablation and len(self.modalities) > 1 else []
         self.ablation_metrics = nn.ModuleDict(
             {name: build_metrics(task, "test/", postfix=f"[-{name}]") for name in ablations}
         )
-        self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
+        # Fed with synchronised values: nothing to synchronise again.
+        self.val_best = MaxMetric(sync_on_compute=False) if monitor_mode == "max" else MinMetric(sync_on_compute=False)
         # Saved in checkpoints, so a resumed run keeps its best so far.
         self.val_best.persistent(True)
         monitorable = [*self.val_metrics.keys(), "val/loss"]
         if monitor not in monitorable:
             raise ValueError(
                 f"monitor.metric={monitor!r} is not computed for a {task.kind} task: choose one of {monitorable} "
-                "(and monitor.mode=min for losses and errors)"
+                "(monitor.mode follows it: min for losses and errors)"
             )
 
     # ---------------------------------------------------------------- forward
@@ -135,23 +146,21 @@ class MultimodalModule(pl.LightningModule):
                 "trainer.gradient_clip_val."
             )
         self.train_metrics.update(logits, target)
-        self.log(
-            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=target.shape[0]
-        )
+        self.train_loss.update(loss.detach(), weight=target.shape[0])
+        # This rank's step loss, for the progress bar and the step curve: no collective per step.
+        self.log("train/loss_step", loss.detach(), prog_bar=True, batch_size=target.shape[0])
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.log_dict(self.train_metrics.compute())
-        self.train_metrics.reset()
+        self.log_dict(self._compute_epoch(self.train_metrics, self.train_loss))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, logits, target = self._loss_and_outputs(batch)
         self.val_metrics.update(logits, target)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=target.shape[0])
+        self.val_loss.update(loss, weight=target.shape[0])
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
-        self.val_metrics.reset()
+        values = self._compute_epoch(self.val_metrics, self.val_loss)
         self.log_dict(values, prog_bar=True)
         # The sanity check's validation values must not count towards the best.
         if self.monitor in values and not self.trainer.sanity_checking:
@@ -161,18 +170,28 @@ class MultimodalModule(pl.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, logits, target = self._loss_and_outputs(batch)
         self.test_metrics.update(logits, target)
-        self.log("test/loss", loss, on_epoch=True, sync_dist=True, batch_size=target.shape[0])
+        self.test_loss.update(loss, weight=target.shape[0])
         for name, metrics in self.ablation_metrics.items():
             mask = drop_modalities(batch[MASK_KEY], self.modalities, [name])
             _, ablated_logits, _ = self._loss_and_outputs(batch, mask)
             metrics.update(ablated_logits, target)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
-        self.test_metrics.reset()
+        self.log_dict(self._compute_epoch(self.test_metrics, self.test_loss))
         for metrics in self.ablation_metrics.values():
             self.log_dict(metrics.compute())
             metrics.reset()
+
+    def _compute_epoch(self, metrics: MetricCollection, loss: MeanMetric) -> dict[str, torch.Tensor]:
+        """A split's metrics and its mean loss over the epoch (``<split>/loss``), synchronised over all ranks.
+
+        Every rank calls this in the same hook, so the collectives run in the same order on all ranks; the values
+        are logged as they are (without ``sync_dist``), already equal on every rank.
+        """
+        values = {**metrics.compute(), f"{metrics.prefix}loss": loss.compute()}
+        metrics.reset()
+        loss.reset()
+        return values
 
     # ---------------------------------------------------------------- optimisation
     def configure_optimizers(self):

@@ -7,12 +7,14 @@ ${mmfw.sweep_name:<default>}          the sweep folder's name inside a multirun,
 ${mmfw.run_name:}                     the job's overrides (hydra.job.override_dirname), else the run folder's name
 ${mmfw.job_num:n}                     hydra.job.num + n (job folders of a resumed Optuna sweep continue the count)
 ${mmfw.optuna_direction:max}          maximize | minimize, from monitor.mode
+${mmfw.monitor_mode:val/loss}         min for losses and errors, else max (the default of monitor.mode)
 ${mmfw.rank_suffix:}                  "" on rank 0, "_rank<k>" on the others (log files of torchrun/srun ranks)
 """
 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -49,6 +51,16 @@ def job_num(offset: int, *, _root_: DictConfig) -> int:
     return int(_root_.hydra.job.num) + int(offset)
 
 
+# Words in a metric's name that mean lower is better: val/loss, val/mse, test/error_rate, val/ece, val/nll ...
+LOWER_IS_BETTER = frozenset({"loss", "mse", "mae", "rmse", "msle", "error", "err", "ece", "nll", "perplexity", "brier"})
+
+
+def monitor_mode(metric: str) -> str:
+    """``min`` when the metric is a loss or an error (a word of its name says so), else ``max``."""
+    words = re.split(r"[^a-z0-9]+", str(metric).lower())
+    return "min" if LOWER_IS_BETTER.intersection(words) or any(w.endswith("loss") for w in words) else "max"
+
+
 def optuna_direction(mode: str) -> str:
     directions = {"max": "maximize", "min": "minimize"}
     if mode not in directions:
@@ -74,5 +86,6 @@ def register() -> None:
     OmegaConf.register_new_resolver("mmfw.sweep_name", sweep_name, replace=True)
     OmegaConf.register_new_resolver("mmfw.run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("mmfw.job_num", job_num, replace=True)
+    OmegaConf.register_new_resolver("mmfw.monitor_mode", monitor_mode, replace=True)
     OmegaConf.register_new_resolver("mmfw.optuna_direction", optuna_direction, replace=True)
     OmegaConf.register_new_resolver("mmfw.rank_suffix", rank_suffix, replace=True)

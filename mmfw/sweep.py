@@ -115,16 +115,16 @@ def ddp_processes_run_this_job(cfg: DictConfig) -> Iterator[None]:
 
 def uses_ddp_subprocesses(trainer_cfg: DictConfig) -> bool:
     """Whether Lightning will start processes for other ranks by running this script again."""
-    strategy = str(trainer_cfg.get("strategy", "auto"))
+    strategy = trainer_cfg.get("strategy", "auto")
+    if isinstance(strategy, DictConfig):  # a DDPStrategy node, e.g. with a timeout (conf/trainer/ddp.yaml)
+        ddp = str(strategy.get("_target_")).endswith(".DDPStrategy")
+        popen = ddp and strategy.get("start_method") in (None, "popen")
+    else:
+        popen = str(strategy).startswith("ddp") and str(strategy) not in ("ddp_spawn", "ddp_fork", "ddp_notebook")
     devices = trainer_cfg.get("devices", 1)
     many = devices in (-1, "auto") or (isinstance(devices, int) and devices > 1) or str(devices).count(",") > 0
     launched_outside = any(name in os.environ for name in ("LOCAL_RANK", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID"))
-    return (
-        strategy.startswith("ddp")
-        and strategy not in ("ddp_spawn", "ddp_fork", "ddp_notebook")
-        and many
-        and (not launched_outside)
-    )
+    return popen and many and not launched_outside
 
 
 # ---------------------------------------------------------------- summary

@@ -8,6 +8,7 @@ mmfw-train resume=logs/train/runs/<run>               # continue a run from its 
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
@@ -51,6 +53,37 @@ def check_modalities(cfg: DictConfig) -> None:
                 f"`+encoder/<kind>@encoder.{name}=<config>` (configured encoders: {sorted(encoders)}) "
                 f"or remove {name!r} from `modalities`"
             )
+
+
+def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
+    """A key added with ``+key=value`` must be read by something; otherwise a typo would be silently ignored.
+
+    Read are: keys in or under a node built from ``_target_`` (its constructor rejects unknown arguments), keys an
+    interpolation refers to (``+lr=0.01 model.optimizer.lr=${lr}``) and Hydra's own. Config group overrides
+    (``+encoder/text@encoder.caption=transformer``, ``+debug=limit``) add whole config files and are not checked.
+    """
+    text = OmegaConf.to_yaml(cfg)  # unresolved: interpolations stay as written
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        group = override.package is not None or "/" in key or (Path(CONFIG_DIR) / key).is_dir()
+        if not override.is_add() or group or key.startswith("hydra."):
+            continue
+        parts = key.split(".")
+        nodes = [OmegaConf.select(cfg, ".".join(parts[:i])) for i in range(1, len(parts) + 1)]
+        if any(isinstance(node, DictConfig) and "_target_" in node for node in nodes):
+            continue
+        if "${" + key + "}" in text or "${" + key + "." in text:
+            continue
+        # The added part starts at the first node that holds nothing but the added path: suggest a near name there.
+        first = next(i for i in range(len(parts)) if i == len(parts) - 1 or len(nodes[i]) == 1)
+        parent = cfg if first == 0 else nodes[first - 1]
+        near = difflib.get_close_matches(parts[first], [k for k in parent if k != parts[first]], n=1)
+        hint = f"did you mean `{'.'.join([*parts[:first], near[0]])}`?" if near else "check the spelling."
+        raise ConfigError(
+            f"`{override.input_line}` adds `{key}`, which nothing reads (it would be silently ignored): {hint} "
+            "Add keys with `+` only inside a node with `_target_` (they are constructor arguments) or use them "
+            "in an interpolation."
+        )
 
 
 def build(cfg: DictConfig, stage: str = "fit") -> tuple[pl.LightningDataModule, pl.LightningModule]:
@@ -90,6 +123,8 @@ def train(cfg: DictConfig) -> float | None:
         # Outside the try: a resume that cannot start must not mark the run it points at as failed.
         cfg, checkpoint = resume.load_run_to_resume(cfg, sweep.task_overrides())
     try:
+        check_added_keys(cfg, sweep.task_overrides())
+        check_accelerator(cfg.trainer)
         check_precision(cfg.trainer)
         pl.seed_everything(cfg.seed, workers=True)
         datamodule, model = build(cfg)
@@ -127,6 +162,19 @@ def train(cfg: DictConfig) -> float | None:
         log.info("Run folder: %s", run_dir)
     finish_wandb(loggers, failed=False)
     return score
+
+
+def check_accelerator(trainer_cfg: DictConfig) -> None:
+    """A GPU preset on a machine without one fails before any data is built, saying what to use instead."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        if accelerator == "gpu" and torch.backends.mps.is_available():
+            return
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} (trainer=gpu, trainer=ddp) but torch sees no GPU "
+            f"(torch {torch.__version__}, CUDA available: no): use trainer=cpu, or trainer=ddp_cpu for "
+            "data-parallel training on CPU processes"
+        )
 
 
 def check_precision(trainer_cfg: DictConfig) -> None:

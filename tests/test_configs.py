@@ -14,7 +14,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from torchmetrics import MaxMetric, MinMetric
 
+from mmfw.data.batch import TaskSpec
+from mmfw.encoders import LeNetEncoder
+from mmfw.resolvers import monitor_mode
 from mmfw.train import CONFIG_DIR, ConfigError, build, check_modalities, instantiate_group
 
 CONF = Path(CONFIG_DIR)
@@ -143,3 +148,38 @@ def test_resolved_config_has_no_missing_values(tmp_path):
     cfg = compose_train([], tmp_path)
     OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=True)
     assert cfg.seed == 1234 and list(cfg.modalities) == ["image", "audio"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "mode"),
+    [
+        ([], "max"),
+        (["monitor.metric=val/loss"], "min"),
+        (["monitor.metric=val/f1_macro"], "max"),
+        (["monitor.metric=val/loss", "monitor.mode=max"], "max"),  # set by the user: kept
+    ],
+)
+def test_monitor_mode_follows_the_metric_unless_set(overrides, mode, tmp_path):
+    cfg = compose_train(overrides, tmp_path)
+    assert cfg.monitor.mode == mode
+    callbacks = instantiate_group(cfg.callbacks)
+    watching = [c for c in callbacks if isinstance(c, ModelCheckpoint | EarlyStopping)]
+    assert len(watching) == 2 and all(c.mode == mode for c in watching)
+    encoders = {name: LeNetEncoder(1, channels=(4,), out_dim=8) for name in cfg.modalities}
+    module = hydra.utils.instantiate(cfg.model, _partial_=True)(
+        encoders=encoders, fusion=hydra.utils.instantiate(cfg.fusion), task=TaskSpec("multiclass", 3, ["a", "b", "c"])
+    )
+    assert isinstance(module.val_best, MaxMetric if mode == "max" else MinMetric)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        sweep = compose("train", overrides=["hparams_search=optuna", *overrides], return_hydra_config=True)
+    assert sweep.hydra.sweeper.direction == {"max": "maximize", "min": "minimize"}[mode]
+
+
+@pytest.mark.parametrize(
+    ("metric", "mode"),
+    [("val/loss", "min"), ("val/mse", "min"), ("val/rmse", "min"), ("val/error_rate", "min"), ("val/ece", "min"),
+     ("val/bce_loss", "min"), ("val/acc", "max"), ("val/f1_macro", "max"), ("val/auroc", "max")],
+)  # fmt: skip
+def test_monitor_mode_of_each_metric(metric, mode):
+    assert monitor_mode(metric) == mode

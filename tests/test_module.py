@@ -98,6 +98,24 @@ def test_fit_logs_metrics_best_and_modality_contribution(tmp_path):
     )
 
 
+def test_epoch_losses_and_the_best_of_a_loss_monitor(tmp_path):
+    """Epoch losses are means over all samples; monitoring val/loss (min) logs its running minimum."""
+    module = make_module(monitor="val/loss", monitor_mode="min")
+    data = DataLoader(ToyPairs(n=44), batch_size=8)  # a last batch of 4: the mean is weighted by batch size
+    trainer = pl.Trainer(
+        max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    trainer.fit(module, train_dataloaders=data, val_dataloaders=data)
+    metrics = trainer.callback_metrics
+    assert {"train/loss", "train/loss_step", "val/loss", "val/loss_best"} <= set(metrics)
+    assert float(metrics["val/loss_best"]) <= float(metrics["val/loss"]) + 1e-6
+    trainer.test(module, dataloaders=data, verbose=False)
+    with torch.no_grad():
+        everything = next(iter(DataLoader(ToyPairs(n=44), batch_size=44)))
+        expected = torch.nn.functional.cross_entropy(module.eval()(everything), everything["target"])
+    assert float(trainer.callback_metrics["test/loss"]) == pytest.approx(float(expected), rel=1e-5)
+
+
 def test_non_finite_loss_names_the_step():
     module = make_module()
     batch = next(iter(DataLoader(ToyPairs(), batch_size=4)))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hydra
 import pytest
+import torch
 from conftest import TINY_AVDIGITS, compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import InstantiationException
 
 from mmfw.run_folder import read_run_json
 from mmfw.sweep import run_job
-from mmfw.train import CONFIG_DIR, ConfigError, check_precision, train
+from mmfw.train import CONFIG_DIR, ConfigError, check_added_keys, check_precision, train
 
 
 def test_fp16_on_cpu_is_a_clear_error(tmp_path):
@@ -46,3 +49,46 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path, avdigits_raw):
     record = read_run_json(tmp_path)
     assert record["status"] == "completed" and score == record["monitor"]["best"]
     assert all(value == value for value in record["test_metrics"].values())  # no NaN
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+@pytest.mark.parametrize("preset", ["gpu", "ddp"])
+def test_a_gpu_preset_without_a_gpu_names_what_to_use(preset, tmp_path):
+    cfg = compose_train([f"trainer={preset}"], tmp_path)
+    with pytest.raises(ConfigError, match=r"trainer\.accelerator=gpu .*no GPU.*trainer=cpu.*trainer=ddp_cpu"):
+        run_job(train, cfg)
+    assert read_run_json(tmp_path)["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+foo=1", r"`\+foo=1` adds `foo`, which nothing reads"),
+        ("+trainer_typo.x=1", r"`\+trainer_typo.x=1` .*did you mean `trainer`"),
+        ("+monitor.metrc=val/acc", r"`\+monitor.metrc=val/acc` .*did you mean `monitor.metric`"),
+        ("+callbacks.patience=3", r"`\+callbacks.patience=3` adds `callbacks.patience`, which nothing reads"),
+    ],
+)
+def test_an_added_key_that_nothing_reads_is_an_error(override, message, tmp_path):
+    cfg = compose_train([override], tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        check_added_keys(cfg, [override])
+
+
+def test_added_keys_that_are_read_are_accepted(tmp_path):
+    overrides = [
+        "+datamodule.columns={image: {kind: image, column: image}}",  # a constructor argument
+        "+encoder/text@encoder.caption=transformer",  # a config group added at a package
+        "+trainer.enable_model_summary=false",
+        "+callbacks.swa={_target_: pytorch_lightning.callbacks.StochasticWeightAveraging, swa_lrs: 0.01}",
+        "+lr=0.01",  # a variable that an interpolation reads
+        "model.optimizer.lr=${lr}",
+    ]
+    check_added_keys(compose_train(overrides, tmp_path), overrides)
+
+
+def test_keys_added_under_a_target_are_checked_by_its_constructor(tmp_path):
+    for override, node in [("+trainer.max_epoch=3", "trainer"), ("+datamodule.batchsize=3", "datamodule")]:
+        cfg = compose_train([override], tmp_path)
+        with pytest.raises(InstantiationException, match=r"unexpected keyword argument '(max_epoch|batchsize)'"):
+            hydra.utils.instantiate(cfg[node])

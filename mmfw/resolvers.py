@@ -8,6 +8,7 @@ ${mmfw.run_name:}                     the job's overrides (hydra.job.override_di
 ${mmfw.job_num:n}                     hydra.job.num + n (job folders of a resumed Optuna sweep continue the count)
 ${mmfw.optuna_direction:max}          maximize | minimize, from monitor.mode
 ${mmfw.rank_suffix:}                  "" on rank 0, "_rank<k>" on the others (log files of torchrun/srun ranks)
+${mmfw.abspath:<path>}                <path> made absolute against the working directory (paths.root_dir)
 """
 
 from __future__ import annotations
@@ -76,3 +77,6 @@ def register() -> None:
     OmegaConf.register_new_resolver("mmfw.job_num", job_num, replace=True)
     OmegaConf.register_new_resolver("mmfw.optuna_direction", optuna_direction, replace=True)
     OmegaConf.register_new_resolver("mmfw.rank_suffix", rank_suffix, replace=True)
+    OmegaConf.register_new_resolver(
+        "mmfw.abspath", lambda path: os.path.abspath(os.path.expanduser(path)), replace=True
+    )

@@ -29,9 +29,18 @@ log = logging.getLogger(__name__)
 
 
 def load_run_config(run_dir: Path) -> DictConfig:
-    """The run's composed config with its output folder pinned to ``run_dir`` (no Hydra runtime needed)."""
+    """The run's composed config with its output folder pinned to ``run_dir`` (no Hydra runtime needed).
+
+    ``paths`` (data and cache folders) are the ones the run resolved when it trained (resolved_config.yaml): the
+    composed config's ``${oc.env:...}`` defaults and relative paths would otherwise resolve against wherever
+    mmfw-eval is started, and write a new cache there.
+    """
     cfg = OmegaConf.load(run_dir / run_folder.HYDRA_CONFIG)
+    resolved = run_dir / run_folder.RESOLVED_CONFIG
+    trained_paths = OmegaConf.load(resolved).get("paths") if resolved.is_file() else None
     with open_dict(cfg):
+        if trained_paths is not None:
+            cfg.paths = trained_paths
         cfg.paths.output_dir = str(run_dir)
     return cfg
 
@@ -50,19 +59,22 @@ def evaluate(
     cfg = load_run_config(run_dir)
     if batch_size is not None:
         cfg.datamodule.batch_size = batch_size
+    checkpoint, note = run_folder.best_checkpoint(run_dir) if ckpt == "best" else (Path(ckpt), None)
+    if note:
+        log.warning(note)
+    state = run_folder.load_checkpoint(checkpoint)  # before any data is built: a refused file fails fast
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg, stage="test")
     if robustness is not None:  # a bad robustness setting fails before anything is evaluated
         plan_corruptions(robustness.get("corruptions") or {}, modality_kinds(datamodule))
-    checkpoint = run_folder.best_checkpoint(run_dir) if ckpt == "best" else Path(ckpt)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model.load_state_dict(state["state_dict"])
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, precision=cfg.trainer.precision, logger=False, enable_checkpointing=False
     )
     results = trainer.test(model, datamodule=datamodule, verbose=False)[0]
     metrics = {k: float(v) for k, v in sorted(results.items())}
-    record = {"run": str(run_dir), "checkpoint": str(checkpoint), "metrics": metrics}
+    record = {"run": str(run_dir), "checkpoint": str(checkpoint), **({"checkpoint_note": note} if note else {})}
+    record["metrics"] = metrics
     (run_dir / "eval_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     print_metrics(metrics, title=f"{run_dir} ({checkpoint.name})")
     if robustness is not None:

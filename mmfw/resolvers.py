@@ -9,6 +9,7 @@ ${mmfw.job_num:n}                     hydra.job.num + n (job folders of a resume
 ${mmfw.optuna_direction:max}          maximize | minimize, from monitor.mode
 ${mmfw.monitor_mode:val/loss}         min for losses and errors, else max (the default of monitor.mode)
 ${mmfw.rank_suffix:}                  "" on rank 0, "_rank<k>" on the others (log files of torchrun/srun ranks)
+${mmfw.abspath:<path>}                <path> made absolute against the working directory (paths.root_dir)
 """
 
 from __future__ import annotations
@@ -89,3 +90,6 @@ def register() -> None:
     OmegaConf.register_new_resolver("mmfw.monitor_mode", monitor_mode, replace=True)
     OmegaConf.register_new_resolver("mmfw.optuna_direction", optuna_direction, replace=True)
     OmegaConf.register_new_resolver("mmfw.rank_suffix", rank_suffix, replace=True)
+    OmegaConf.register_new_resolver(
+        "mmfw.abspath", lambda path: os.path.abspath(os.path.expanduser(path)), replace=True
+    )

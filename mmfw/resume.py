@@ -106,7 +106,7 @@ def keep_csv_history(loggers: list, checkpoint: Path) -> None:
 
     Rows logged after the checkpoint (by the part of an epoch that is trained again) are dropped, not duplicated.
     """
-    step = int(torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False).get("global_step", 0))
+    step = int(run_folder.load_checkpoint(checkpoint, mmap=True).get("global_step", 0))
     for logger in loggers:
         path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
         if path is None or not path.is_file():

@@ -6,15 +6,21 @@
 <run>/packages.txt                           installed package versions
 <run>/checkpoints/{epoch_XXX,last}.ckpt      best and last checkpoints (last: what `resume=<run>` continues)
 <run>/csv/metrics.csv                        every logged metric
+<run>/.disk_reserve                          space kept free while the run is running, for its final record
 
 run.json ``status``: ``running`` -> ``completed`` | ``failed`` (with ``error``) | ``interrupted`` (SIGTERM or Ctrl-C,
 after saving a checkpoint). A run killed outright (SIGKILL, a lost node) stays ``running``; resume it all the same.
+
+A folder holds one run: a new run claims its folder by creating run.json exclusively (``ClaimRunFolder``), and
+refuses a folder that already holds a run; ``resume=<folder>`` is the way to continue one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -24,18 +30,40 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
+
+log = logging.getLogger(__name__)
+
 RUN_JSON = "run.json"
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 RESOLVED_CONFIG = "resolved_config.yaml"
 CHECKPOINT_DIR = "checkpoints"
+RESERVE = ".disk_reserve"
+# Far more than a final run.json needs; random bytes, so no file system can store it compressed or sparse.
+RESERVE_BYTES = 256 * 1024
 
 
 class NotARunFolderError(FileNotFoundError):
     """The given folder is not an mmfw run folder."""
 
 
+class RunFolderTakenError(FileExistsError):
+    """A new run was given a folder that already holds a run."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be loaded; the message names the file."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint holds Python objects whose unpickling could run code."""
+
+
 def git_state(directory: str | Path = ".") -> dict[str, Any]:
-    """Commit hash and whether the work tree had uncommitted changes; ``None`` values outside a git checkout."""
+    """Repository root, commit hash and whether the work tree had uncommitted changes (``None`` outside a checkout)."""
 
     def git(*args: str) -> str | None:
         try:
@@ -46,7 +74,22 @@ def git_state(directory: str | Path = ".") -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    return {
+        "root": git("rev-parse", "--show-toplevel"),
+        "commit": commit,
+        "dirty": bool(status) if status is not None else None,
+    }
+
+
+def run_git_state() -> dict[str, Any]:
+    """The git state of the code that runs (mmfw's package and configs), plus the working directory's under ``cwd``
+    when that is another repository (a project that calls mmfw). mmfw-train may be started from anywhere, so the
+    working directory alone says nothing about the code."""
+    state = git_state(Path(__file__).resolve().parent)
+    cwd = git_state(Path.cwd())
+    if cwd["root"] is not None and cwd["root"] != state["root"]:
+        state["cwd"] = cwd
+    return state
 
 
 def package_versions() -> list[str]:
@@ -66,15 +109,70 @@ def update_run_json(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     record = read_run_json(run_dir) | fields
     tmp = run_dir / f".{RUN_JSON}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(run_dir / RUN_JSON)
+    try:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.replace(run_dir / RUN_JSON)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when writing failed (a full disk)
     return record
+
+
+def claim_run_folder(run_dir: str | Path, *, overrides: list[str]) -> None:
+    """Take ``run_dir`` for a new run; raise ``RunFolderTakenError`` if it already holds one.
+
+    run.json is created with ``O_EXCL``, so of two runs started on the same folder exactly one gets it. A folder with
+    a ``.hydra/config.yaml`` but no run.json (a run stopped before it recorded itself) holds a run too.
+    """
+    run_dir = Path(run_dir)
+    taken = RunFolderTakenError(
+        f"hydra.run.dir={run_dir} already holds a run: a new run needs a folder of its own (leave hydra.run.dir "
+        f"unset for a fresh one). To continue that run: mmfw-train resume={run_dir}"
+    )
+    if (run_dir / HYDRA_CONFIG).exists():
+        raise taken
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(run_dir / RUN_JSON, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise taken from None
+    record = {"status": "running", "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "overrides": list(overrides)}
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+class ClaimRunFolder(Callback):
+    """Hydra callback (conf/hydra/default.yaml): a single run checks its folder before Hydra writes into it.
+
+    Hydra creates ``hydra.run.dir``, saves ``.hydra/`` and opens the log file there before the task function runs,
+    so ``train()`` would be too late: a finished run's config would already be replaced.
+
+    * a new run claims a fresh folder (``claim_run_folder``) and refuses one that holds a run;
+    * ``resume=<folder>`` continues in place; a folder that is no run is refused before Hydra creates it;
+    * DDP ranks > 0 (started by Lightning with ``hydra.run.dir=<rank 0's folder>``, or by torchrun/srun) join rank 0's
+      folder; sweep job folders are handled by ``mmfw.sweep.run_job`` (this hook runs for single runs only).
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            if config.get("resume"):
+                check_run_folder(config.resume, key="resume")
+            elif rank_zero_only.rank == 0:
+                claim_run_folder(config.hydra.run.dir, overrides=list(config.hydra.overrides.task))
+        except (NotARunFolderError, RunFolderTakenError) as error:
+            # Hydra turns an exception raised in a callback into a warning and runs the job all the same.
+            raise SystemExit(f"{type(error).__name__}: {error}") from error
+
+
+def reserve_space(run_dir: Path) -> None:
+    """Keep ``RESERVE_BYTES`` in the run folder, freed by ``finish_run``: a run that fills the disk can still say so."""
+    (run_dir / RESERVE).write_bytes(os.urandom(RESERVE_BYTES))
 
 
 def start_run(run_dir: str | Path, *, resolved_config_yaml: str, overrides: list[str]) -> None:
     """Record the resolved config, git commit, package versions and command; mark the run ``running``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    reserve_space(run_dir)
     (run_dir / RESOLVED_CONFIG).write_text(resolved_config_yaml)
     (run_dir / "packages.txt").write_text("\n".join(package_versions()) + "\n")
     update_run_json(
@@ -83,7 +181,8 @@ def start_run(run_dir: str | Path, *, resolved_config_yaml: str, overrides: list
         started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         command=[Path(sys.argv[0]).name, *sys.argv[1:]],
         overrides=list(overrides),
-        git=git_state(),
+        cwd=os.getcwd(),
+        git=run_git_state(),
         python=sys.version.split()[0],
     )
 
@@ -95,6 +194,7 @@ def resume_run(
 
     The resolved config is written again: a resumed run may change plain values such as ``trainer.max_epochs``.
     """
+    reserve_space(Path(run_dir))
     (Path(run_dir) / RESOLVED_CONFIG).write_text(resolved_config_yaml)
     record = read_run_json(run_dir)
     entry = {
@@ -103,40 +203,76 @@ def resume_run(
         "previous_status": record.get("status"),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "overrides": list(overrides),
+        "cwd": os.getcwd(),
+        "git": run_git_state(),
     }
     update_run_json(run_dir, status="running", error=None, resumes=[*record.get("resumes", []), entry])
 
 
 def finish_run(run_dir: str | Path, *, status: str, **fields: Any) -> None:
-    """Mark the run ``completed``, ``failed`` or ``interrupted`` (with ``error=...`` when it failed)."""
+    """Mark the run ``completed``, ``failed`` or ``interrupted`` (with ``error=...`` when it failed).
+
+    The disk reserve is freed first, so the record is written even when the run failed because the disk is full.
+    """
+    (Path(run_dir) / RESERVE).unlink(missing_ok=True)
     update_run_json(run_dir, status=status, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields)
 
 
-def check_run_folder(run_dir: str | Path) -> Path:
-    """Return ``run_dir`` as a Path, or raise ``NotARunFolderError`` that says what was expected."""
+def check_run_folder(run_dir: str | Path, *, key: str = "run") -> Path:
+    """Return ``run_dir`` as a Path, or raise ``NotARunFolderError`` that says what was expected.
+
+    ``key`` is the argument that named the folder (``run`` for mmfw-eval, ``resume`` for mmfw-train).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise NotARunFolderError(f"run folder {str(run_dir)!r} does not exist: pass run=<folder printed by mmfw-train>")
+        raise NotARunFolderError(
+            f"{key}={run_dir}: the run folder does not exist. Pass {key}=<folder printed by mmfw-train>, "
+            "e.g. logs/train/runs/<time>_<id>"
+        )
     if not (run_dir / HYDRA_CONFIG).is_file() or not (run_dir / RUN_JSON).is_file():
         raise NotARunFolderError(
-            f"{str(run_dir)!r} is not an mmfw run folder: it has no {HYDRA_CONFIG} and {RUN_JSON}. "
-            "Pass run=<folder> of a training run, e.g. logs/train/runs/<time>_<id> "
+            f"{key}={run_dir} is not an mmfw run folder: it has no {HYDRA_CONFIG} and {RUN_JSON}. "
+            f"Pass {key}=<folder> of a training run, e.g. logs/train/runs/<time>_<id> "
             "(for a sweep, one of its numbered job folders)"
         )
     return run_dir
 
 
-def best_checkpoint(run_dir: str | Path) -> Path:
-    """The run's best checkpoint (recorded in run.json), else its last one."""
+def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint as data only (``weights_only=True``): tensors, numbers, strings and containers.
+
+    Unpickling other objects runs code chosen by whoever wrote the file. Nothing mmfw or Lightning stores needs more
+    (tests/test_train_eval.py loads a real run's checkpoints this way), so a file that does is refused, not trusted.
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
+    except pickle.UnpicklingError:
+        unsafe = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "unknown objects"
+        raise UnsafeCheckpointError(
+            f"refusing to load checkpoint {path}: it holds Python objects ({unsafe}) whose loading could run code. "
+            "mmfw checkpoints hold only tensors and plain values; use a checkpoint written by mmfw-train"
+        ) from None
+    except (OSError, RuntimeError, EOFError) as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+
+
+def best_checkpoint(run_dir: str | Path) -> tuple[Path, str | None]:
+    """The run's best checkpoint (recorded in run.json), else its last one with a note saying why."""
     run_dir = Path(run_dir)
     recorded = read_run_json(run_dir).get("best_checkpoint")
     candidates = [Path(recorded)] if recorded else []
     if recorded and not Path(recorded).is_absolute():
         candidates = [run_dir / recorded]
-    candidates.append(run_dir / CHECKPOINT_DIR / "last.ckpt")
+    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    candidates.append(last)
     for path in candidates:
         if path.is_file():
-            return path
+            if path != candidates[0]:
+                return path, f"the best checkpoint {candidates[0]} is missing: evaluated {last.name} instead"
+            if not recorded:
+                return path, f"run.json records no best checkpoint: evaluated {last.name}"
+            return path, None
     raise NotARunFolderError(
         f"run folder {str(run_dir)!r} has no checkpoint (looked for {[str(c) for c in candidates]}): "
         "the run did not finish an epoch; train it again or resume it"

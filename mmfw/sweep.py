@@ -3,7 +3,8 @@
 * A job that raises is recorded as failed (its run.json has ``status: failed`` and the error) and the sweep goes on;
   for Optuna it is a failed trial. A single run that fails still raises.
 * ``SweepSummary`` (a Hydra callback, conf/hydra/default.yaml) writes ``<sweep>/sweep_summary.json`` and prints which
-  jobs failed and why when the sweep ends; the exit status is 1 if any job did not complete.
+  jobs failed and why when the sweep ends; the exit status is 1 if any job did not complete. A sweep stopped before
+  its end (Ctrl-C, SIGTERM, a sweeper error) writes it too, with the jobs that never started.
 * Rerunning a sweep's command with ``hydra.sweep.dir=<sweep folder>`` continues it: a job whose folder says
   ``completed`` or ``failed`` is not run again, one that was running or interrupted resumes from its last checkpoint,
   and ``ResumeOptunaStudy`` (conf/hparams_search/optuna.yaml) continues the Optuna study stored in the folder.
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -22,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from mmfw import run_folder
 from mmfw.resolvers import in_multirun
@@ -159,6 +164,22 @@ def summarize_sweep(sweep_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def planned_jobs(config: DictConfig) -> list[list[str]] | None:
+    """The overrides of every job a basic-sweeper multirun launches, computed as ``BasicSweeper.sweep`` does.
+
+    None for other sweepers: Optuna chooses each trial's parameters as it goes.
+    """
+    sweeper = config.hydra.get("sweeper") or {}
+    if sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+        return None
+    arguments = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    arguments += OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+    # The config loader expands glob(...) sweeps over config groups; it exists while Hydra runs.
+    loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
+    overrides = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
 def _hydra_overrides(job_dir: Path) -> list[str]:
     path = job_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
@@ -190,25 +211,72 @@ def print_summary(summary: dict[str, Any]) -> None:
             overrides = " ".join(o for o in job["overrides"] if o not in shared or len(summary["all_jobs"]) == 1)
             table.add_row(Text(job["job"]), Text(job["status"]), Text(overrides), Text(job["error"] or ""))
         console.print(table)
+    if summary.get("stopped_early"):
+        missing = summary["not_started_count"]
+        console.print(
+            f"The sweep stopped before its end: {missing} job{'' if missing == 1 else 's'} did not start"
+            + (":" if summary["not_started"] else ".")
+        )
+        for job in summary["not_started"] or []:
+            console.print(Text("  " + " ".join(job)))
+        console.print(f"Continue it by rerunning the same command with hydra.sweep.dir={summary['sweep']}")
     console.print(
         f"Summary: {Path(summary['sweep']) / SUMMARY_FILE}; compare runs with: mmfw-compare {summary['sweep']}"
     )
 
 
 class SweepSummary(Callback):
-    """Hydra callback: when a multirun ends, summarise it, and exit with status 1 if any job did not complete."""
+    """Hydra callback: when a multirun ends, summarise it, and exit with status 1 if any job did not complete.
+
+    Hydra calls ``on_multirun_end`` only when the sweeper returns. A sweep stopped before that (Ctrl-C, SIGTERM
+    during a job, a sweeper error) is summarised on the process's way out (``atexit``), with ``stopped_early`` set
+    and the jobs that never started listed.
+    """
+
+    def __init__(self) -> None:
+        self.config: DictConfig | None = None
+        self.jobs_before = 0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # The sweep folder holds the Optuna study (sqlite), which is opened before the first job creates the folder.
-        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        # Kept, not copied: ResumeOptunaStudy sets the number of trials still to run in this same config.
+        self.config, self.jobs_before = config, len(run_folder.find_runs(sweep_dir))
+        atexit.register(self.on_stopped_early)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
+        atexit.unregister(self.on_stopped_early)
+        self.config = config
+        summary = self.write(stopped_early=False)
+        if summary["failed"]:
+            sweep_dir = summary["sweep"]
+            raise SystemExit(f"{len(summary['failed'])} of {summary['jobs']} jobs did not complete: see {sweep_dir}")
+
+    def on_stopped_early(self) -> None:
+        atexit.unregister(self.on_stopped_early)
+        self.write(stopped_early=True)
+
+    def write(self, *, stopped_early: bool) -> dict[str, Any]:
+        """Summarise the sweep into ``<sweep>/sweep_summary.json`` and print it."""
+        sweep_dir = Path(self.config.hydra.sweep.dir)
         summary = summarize_sweep(sweep_dir)
+        summary |= {"stopped_early": stopped_early, **self.not_started(summary["all_jobs"])}
         (sweep_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
         print_summary(summary)
-        if summary["failed"]:
-            raise SystemExit(f"{len(summary['failed'])} of {summary['jobs']} jobs did not complete: see {sweep_dir}")
+        return summary
+
+    def not_started(self, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+        """This invocation's jobs that have no job folder among ``jobs``: listed for the basic sweeper, counted for
+        Optuna."""
+        folders = [set(job["overrides"]) for job in jobs]
+        planned = planned_jobs(self.config)
+        if planned is None:  # Optuna: n_trials (still) to run in this invocation, each in a new job folder
+            trials = int((self.config.hydra.get("sweeper") or {}).get("n_trials") or 0)
+            started = len(folders) - self.jobs_before
+            return {"planned": trials, "not_started": None, "not_started_count": max(trials - started, 0)}
+        missing = [job for job in planned if set(job) not in folders]
+        return {"planned": len(planned), "not_started": missing, "not_started_count": len(missing)}
 
 
 # ---------------------------------------------------------------- Optuna

@@ -122,6 +122,8 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("resume"):
         # Outside the try: a resume that cannot start must not mark the run it points at as failed.
         cfg, checkpoint = resume.load_run_to_resume(cfg, sweep.task_overrides())
+        if checkpoint is not None:
+            run_folder.load_checkpoint(checkpoint, mmap=True)  # refuses a checkpoint that would run code
     try:
         check_added_keys(cfg, sweep.task_overrides())
         check_accelerator(cfg.trainer)
@@ -134,13 +136,26 @@ def train(cfg: DictConfig) -> float | None:
         callbacks = [*instantiate_group(cfg.get("callbacks")), *resume.fault_tolerance_callbacks(seed=cfg.seed)]
         trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         record_start(cfg, run_dir, loggers, skipped=getattr(datamodule, "skipped", None) or [], resumed=checkpoint)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
+        # weights_only: checkpoints are data; torch's default can be switched off by TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
+        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         checkpointer = trainer.checkpoint_callback
         best = checkpointer.best_model_path if checkpointer is not None and checkpointer.best_model_path else None
         test_metrics = {}
         if cfg.get("test"):
-            trainer.test(model, datamodule=datamodule, ckpt_path=best)
+            trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
             test_metrics = metrics_with_prefix(trainer, "test/")
+        score = best_score(trainer, cfg.monitor.metric)
+        if rank_zero_only.rank == 0:  # inside the try: a disk that is full now still gets the run marked failed
+            if test_metrics:
+                (run_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n")
+            run_folder.finish_run(
+                run_dir,
+                status="completed",
+                best_checkpoint=os.path.relpath(best, run_dir) if best else None,
+                monitor={"metric": cfg.monitor.metric, "mode": cfg.monitor.mode, "best": score},
+                test_metrics=test_metrics,
+            )
+            log.info("Run folder: %s", run_dir)
     except BaseException as error:
         record_stop(run_dir, error, trainer)
         finish_wandb(loggers, failed=True)
@@ -148,18 +163,6 @@ def train(cfg: DictConfig) -> float | None:
             # Lightning's SIGTERMException exits with status 0; a job stopped by its scheduler did not succeed.
             raise SystemExit(128 + signal.SIGTERM) from error
         raise
-    score = best_score(trainer, cfg.monitor.metric)
-    if rank_zero_only.rank == 0:
-        if test_metrics:
-            (run_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n")
-        run_folder.finish_run(
-            run_dir,
-            status="completed",
-            best_checkpoint=os.path.relpath(best, run_dir) if best else None,
-            monitor={"metric": cfg.monitor.metric, "mode": cfg.monitor.mode, "best": score},
-            test_metrics=test_metrics,
-        )
-        log.info("Run folder: %s", run_dir)
     finish_wandb(loggers, failed=False)
     return score
 
@@ -225,7 +228,7 @@ def record_start(
         log.warning("%d bad samples were skipped; see %s", len(skipped), run_dir / "skipped_samples.json")
         run_folder.update_run_json(run_dir, skipped_samples=len(skipped))
     for logger in loggers:
-        logger.log_hyperparams({**resolved, "overrides": overrides, "git": run_folder.git_state()})
+        logger.log_hyperparams({**resolved, "overrides": overrides, "git": run_folder.run_git_state()})
         if isinstance(logger, WandbLogger):
             # A resumed run continues this W&B run (id, group and name).
             run = logger.experiment

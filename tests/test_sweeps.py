@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import optuna
 import pytest
-from cli_helpers import QUIET, mmfw, only_child, output, run_json
+from cli_helpers import BIN, QUIET, env_for, mmfw, only_child, output, run_json
 from conftest import compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -68,6 +71,30 @@ def test_summary_callback_writes_the_file_and_exits_nonzero(tmp_path, capsys):
     (tmp_path / "1" / "run.json").unlink()
     update_run_json(tmp_path / "1", status="completed")
     sweep.SweepSummary().on_multirun_end(config)  # all completed: no exit
+
+
+def test_a_sweep_that_stops_early_writes_its_summary_and_lists_the_jobs_not_started(tmp_path, capsys):
+    fake_job(tmp_path, 0, "completed")
+    fake_job(tmp_path, 1, "interrupted", error="stopped by an interrupt at global step 3")
+    basic = {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "max_batch_size": None}
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "sweep": {"dir": str(tmp_path)},
+                "sweeper": {**basic, "params": {"seed": "0"}},
+                "overrides": {"task": ["fusion=f0,f1,f2,f3"]},
+            }
+        }
+    )
+    callback = sweep.SweepSummary()
+    callback.on_multirun_start(config)
+    callback.on_stopped_early()  # what the process does on its way out after Ctrl-C
+    saved = json.loads((tmp_path / sweep.SUMMARY_FILE).read_text())
+    assert saved["stopped_early"] and saved["planned"] == 4
+    assert saved["not_started"] == [["seed=0", "fusion=f2"], ["seed=0", "fusion=f3"]]
+    assert [(job["job"], job["status"]) for job in saved["failed"]] == [("1", "interrupted")]
+    err = capsys.readouterr().err
+    assert "2 jobs did not start" in err and "fusion=f3" in err
 
 
 def test_a_failing_job_is_recorded_and_returns_none_in_a_multirun(tmp_path, monkeypatch):
@@ -182,6 +209,29 @@ def test_parallel_grid_sweep_survives_a_nan_job(tmp_path, avdigits_raw):
     bad, good = (sweep_dir / failed["job"]), sweep_dir / ({"0", "1"} - {failed["job"]}).pop()
     assert run_json(bad)["status"] == "failed" and not list(bad.glob("checkpoints/*.ckpt"))
     assert run_json(good)["status"] == "completed" and (good / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_sweep_writes_the_summary(tmp_path, avdigits_raw):
+    args = ["-m", "seed=0,1,2", "trainer.max_epochs=1000", "logger=csv", *QUIET]
+    command = [str(BIN / "mmfw-train"), *args]
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env_for(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "logs").glob("train/multiruns/*/0/checkpoints/epoch_000.ckpt")):
+        assert proc.poll() is None, proc.communicate()[1][-3000:].decode()
+        assert time.monotonic() < deadline, "the first job saved no checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    sweep_dir = only_child(tmp_path / "logs" / "train" / "multiruns")
+    summary = json.loads((sweep_dir / sweep.SUMMARY_FILE).read_text())
+    assert summary["stopped_early"] and summary["planned"] == 3
+    assert [job["status"] for job in summary["all_jobs"]] == ["interrupted"]
+    assert [[o for o in job if o.startswith("seed=")] for job in summary["not_started"]] == [["seed=1"], ["seed=2"]]
+    assert "2 jobs did not start" in err.decode()
 
 
 @pytest.mark.slow

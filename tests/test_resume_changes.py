@@ -208,3 +208,14 @@ def test_resume_with_a_new_lr_and_horizon_trains_with_them(resumed):
     assert lrs == pytest.approx(expected)
     resolved = OmegaConf.load(resumed_run / run_folder.RESOLVED_CONFIG)
     assert resolved.model.scheduler.T_max == 4 and resolved.model.optimizer.lr == 0.1
+
+
+def test_a_changed_value_the_checkpoint_cannot_hold_is_refused_before_the_run_folder_changes(resumed):
+    run = resumed.run
+    before = {name: (run / name).read_bytes() for name in ("run.json", run_folder.RESOLVED_CONFIG, "csv/metrics.csv")}
+    wider = mmfw("mmfw-train", f"resume={run}", "fusion.out_dim=32", root=run.parent)
+    assert wider.returncode != 0
+    assert "fusion.out_dim=32" in output(wider) and "fusion.mlp" in output(wider) and "start a new run" in output(wider)
+    shorter = mmfw("mmfw-train", f"resume={run}", "trainer.max_epochs=3", root=run.parent)
+    assert shorter.returncode != 0 and "trainer.max_epochs=3" in output(shorter) and "4 epochs" in output(shorter)
+    assert {name: (run / name).read_bytes() for name in before} == before

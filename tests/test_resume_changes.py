@@ -176,12 +176,14 @@ def resumed(tmp_path_factory, avdigits_raw) -> SimpleNamespace:
     return SimpleNamespace(run=run, first_part=first_part)
 
 
+@pytest.mark.slow
 def test_last_checkpoint_is_the_last_epoch_even_when_it_was_not_the_best(resumed):
     # Lightning 2.6's save_last writes last.ckpt only with a new best: the resume would restart at epoch 1.
     assert resumed.first_part.best == "checkpoints/epoch_000.ckpt"  # this run's epoch 1 did not improve val/acc
     assert resumed.first_part.last_epoch == 1
 
 
+@pytest.mark.slow
 def test_each_resumed_part_is_its_own_offline_wandb_run_in_the_same_group(resumed):
     resumed_run = resumed.run
     record = run_json(resumed_run)
@@ -199,6 +201,7 @@ def test_each_resumed_part_is_its_own_offline_wandb_run_in_the_same_group(resume
     assert [row["epoch"] for row in second["history"] if "val/acc" in row] == [2, 3]
 
 
+@pytest.mark.slow
 def test_resume_with_a_new_lr_and_horizon_trains_with_them(resumed):
     resumed_run = resumed.run
     rows = list(csv.DictReader(open(resumed_run / "csv" / "metrics.csv")))
@@ -210,6 +213,7 @@ def test_resume_with_a_new_lr_and_horizon_trains_with_them(resumed):
     assert resolved.model.scheduler.T_max == 4 and resolved.model.optimizer.lr == 0.1
 
 
+@pytest.mark.slow
 def test_a_changed_value_the_checkpoint_cannot_hold_is_refused_before_the_run_folder_changes(resumed):
     run = resumed.run
     before = {name: (run / name).read_bytes() for name in ("run.json", run_folder.RESOLVED_CONFIG, "csv/metrics.csv")}

@@ -34,14 +34,22 @@ def wandb_logger(
     tags: list[str] | None = None,
     offline: bool | None = None,
     log_model: bool = False,
-    run_id: str | None = None,
+    resumed_from: str | None = None,
+    segment: int = 0,
 ) -> WandbLogger:
     """A ``WandbLogger`` writing under ``save_dir``.
+
+    A training run resumed from its folder logs to a new W&B run (a new id, the same group and name) rather than
+    continuing the old id: wandb cannot resume an offline run (``wandb sync`` of a second offline run with the same
+    id overwrites the first), and a resumed run trains again the part of an epoch after its checkpoint, whose steps
+    one W&B history could only log twice. The segments line up on the ``trainer/global_step`` axis.
 
     Args:
         offline: ``None`` decides by itself: offline when ``WANDB_MODE`` is ``offline``/``disabled`` or when no
             API key is configured, so a run never stops at a login prompt.
-        run_id: resume this W&B run (used when a training run is resumed from its folder).
+        resumed_from: the W&B run id of the previous segment of this training run; written to the W&B config
+            (``resumed_from``, ``segment``) so the dashboard can join the segments.
+        segment: how many segments came before this one (0 for a run that was not resumed).
     """
     if offline is None:
         offline = os.environ.get("WANDB_MODE") in ("offline", "disabled", "dryrun") or not wandb_credentials_available()
@@ -49,7 +57,7 @@ def wandb_logger(
     # wandb reads these instead of asking on the terminal.
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_CONSOLE", "off")
-    extra = {"id": run_id, "resume": "allow"} if run_id else {}
+    extra = {"config": {"resumed_from": resumed_from, "segment": segment}} if resumed_from else {}
     return WandbLogger(
         project=project,
         entity=entity,

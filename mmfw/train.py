@@ -130,10 +130,17 @@ def train(cfg: DictConfig) -> float | None:
         check_precision(cfg.trainer)
         pl.seed_everything(cfg.seed, workers=True)
         datamodule, model = build(cfg)
+        if checkpoint is not None:
+            resume.check_checkpoint_fits(
+                model, checkpoint, max_epochs=cfg.trainer.get("max_epochs"), overrides=sweep.task_overrides()
+            )
         loggers = instantiate_group(cfg.get("logger"))
         if checkpoint is not None:
             resume.keep_csv_history(loggers, checkpoint)
-        callbacks = [*instantiate_group(cfg.get("callbacks")), *resume.fault_tolerance_callbacks(seed=cfg.seed)]
+        callbacks = [
+            *instantiate_group(cfg.get("callbacks")),
+            *resume.fault_tolerance_callbacks(seed=cfg.seed, checkpoint_dir=run_dir / run_folder.CHECKPOINT_DIR),
+        ]
         trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         record_start(cfg, run_dir, loggers, skipped=getattr(datamodule, "skipped", None) or [], resumed=checkpoint)
         # weights_only: checkpoints are data; torch's default can be switched off by TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
@@ -156,6 +163,8 @@ def train(cfg: DictConfig) -> float | None:
                 test_metrics=test_metrics,
             )
             log.info("Run folder: %s", run_dir)
+    except resume.ResumeError:
+        raise  # refused before anything in the run folder changed: it keeps its own record
     except BaseException as error:
         record_stop(run_dir, error, trainer)
         finish_wandb(loggers, failed=True)
@@ -230,9 +239,8 @@ def record_start(
     for logger in loggers:
         logger.log_hyperparams({**resolved, "overrides": overrides, "git": run_folder.run_git_state()})
         if isinstance(logger, WandbLogger):
-            # A resumed run continues this W&B run (id, group and name).
-            run = logger.experiment
-            run_folder.update_run_json(run_dir, wandb_run_id=run.id, wandb_group=run.group, wandb_name=run.name)
+            # A resumed run logs its next segment with this group and name (see mmfw.resume).
+            resume.record_wandb_segment(run_dir, logger.experiment)
 
 
 @rank_zero_only

@@ -49,7 +49,7 @@ def fake_run(tmp_path: Path, **record) -> Path:
         "paths": {"output_dir": "${hydra:runtime.output_dir}"},
         "trainer": {"max_epochs": 2},
         "fusion": {"_target_": "x", "out_dim": 8},
-        "logger": {"wandb": {"_target_": resume.WANDB_FACTORY, "group": "g", "name": None, "run_id": None}},
+        "logger": {"wandb": {"_target_": resume.WANDB_FACTORY, "group": "g", "name": None}},
     }
     OmegaConf.save(OmegaConf.create(saved), run / ".hydra" / "config.yaml")
     run_folder.update_run_json(run, status="running", **record)
@@ -67,7 +67,7 @@ def test_resume_loads_the_runs_config_checkpoint_and_wandb_run(tmp_path):
     assert checkpoint == last
     assert loaded.seed == 1 and loaded.trainer.max_epochs == 5 and loaded.resume == str(run)
     wandb = loaded.logger.wandb
-    assert (wandb.run_id, wandb.group, wandb.name) == ("abc123", "sweep_x", "fusion=late")
+    assert (wandb.resumed_from, wandb.segment, wandb.group, wandb.name) == ("abc123", 1, "sweep_x", "fusion=late")
 
 
 def test_resume_refuses_group_changes_and_other_folders(tmp_path):
@@ -162,8 +162,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, avdigits_raw):
     assert after["test_metrics"] == before["test_metrics"]
     assert after["monitor"] == before["monitor"]
     assert metrics_by_epoch(killed) == metrics_by_epoch(reference)  # every epoch, before and after the kill
-    # The resumed process continued the same W&B run.
-    assert len(list((killed / "wandb").glob(f"offline-run-*-{after['wandb_run_id']}"))) == 2
+    # The resumed process logged the next segment of the run: a new W&B run, each offline run folder its own id.
+    first_id, second_id = after["wandb_run_ids"]
+    assert first_id != second_id == after["wandb_run_id"]
+    assert [len(list((killed / "wandb").glob(f"offline-run-*-{i}"))) for i in (first_id, second_id)] == [1, 1]
 
 
 @pytest.mark.slow

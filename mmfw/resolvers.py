@@ -3,6 +3,7 @@
 ${mmfw.uid:}                          a short random id: run folders stay unique when jobs start in the same second
 ${mmfw.resume_or:${resume},<dir>}     the run folder being resumed, else <dir> (hydra.run.dir)
 ${mmfw.unless_resuming:${resume},x}   x, or null while resuming (hydra.output_subdir keeps the run's own config)
+${mmfw.on_rank_zero:x}                x on global rank 0, null on the others (only rank 0 writes the run's .hydra/)
 ${mmfw.sweep_name:<default>}          the sweep folder's name inside a multirun, else <default> (W&B group)
 ${mmfw.run_name:}                     the job's overrides (hydra.job.override_dirname), else the run folder's name
 ${mmfw.job_num:n}                     hydra.job.num + n (job folders of a resumed Optuna sweep continue the count)
@@ -71,6 +72,13 @@ def optuna_direction(mode: str) -> str:
     return directions[mode]
 
 
+def on_rank_zero(value: object) -> object:
+    # Ranks that torchrun or srun start run the same command as rank 0, into the same run folder; Lightning's own
+    # DDP launcher already passes hydra.output_subdir=null to the ranks it starts (LOCAL_RANK).
+    rank = next((os.environ[key] for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID") if os.environ.get(key)), "0")
+    return value if int(rank) == 0 else None
+
+
 def rank_suffix() -> str:
     # torchrun sets RANK, srun SLURM_PROCID; ranks that Lightning starts itself get their own job name instead.
     rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0)
@@ -98,6 +106,7 @@ def register() -> None:
     OmegaConf.register_new_resolver("mmfw.monitor_mode", monitor_mode, replace=True)
     OmegaConf.register_new_resolver("mmfw.optuna_direction", optuna_direction, replace=True)
     OmegaConf.register_new_resolver("mmfw.rank_suffix", rank_suffix, replace=True)
+    OmegaConf.register_new_resolver("mmfw.on_rank_zero", on_rank_zero, replace=True)
     OmegaConf.register_new_resolver(
         "mmfw.abspath", lambda path: os.path.abspath(os.path.expanduser(path)), replace=True
     )

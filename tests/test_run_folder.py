@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import QUIET, mmfw, output
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from mmfw import run_folder
-from mmfw.train import record_stop
+from mmfw.train import CONFIG_DIR, record_stop
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,6 +77,20 @@ def test_ddp_ranks_and_resumed_runs_join_the_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(rank_zero_only, "rank", 1)  # Lightning starts rank 1 with hydra.run.dir=<rank 0's folder>
     run_folder.ClaimRunFolder().on_run_start(hydra_run_config(run))
     assert run_folder.read_run_json(run)["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("env", "output_subdir"), [({}, ".hydra"), ({"RANK": "1"}, None), ({"SLURM_PROCID": "3"}, None)]
+)
+def test_only_rank_zero_writes_the_runs_hydra_config(env, output_subdir, monkeypatch):
+    """torchrun/srun start every rank with the same command: the others must not write .hydra/ before rank 0 claims."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        assert compose("train", return_hydra_config=True).hydra.output_subdir == output_subdir
 
 
 def test_cli_refuses_a_finished_run_folder_before_hydra_writes_into_it(tmp_path):

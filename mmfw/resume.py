@@ -63,7 +63,7 @@ def load_run_to_resume(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfi
         overrides: this invocation's command-line overrides. Besides ``resume=``, only plain values may change
             (``trainer.max_epochs=20`` to train longer); swapping a config group would not match the checkpoint.
     """
-    run_dir = run_folder.check_run_folder(cfg.resume)
+    run_dir = run_folder.check_run_folder(cfg.resume, key="resume")
     output_dir = Path(cfg.paths.output_dir)
     if output_dir.resolve() != run_dir.resolve():
         raise ResumeError(

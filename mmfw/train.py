@@ -19,6 +19,7 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import WandbLogger
@@ -27,6 +28,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mmfw import feature_cache, resolvers, resume, run_folder, sweep
 from mmfw.loggers import finish_wandb
+from mmfw.threads import apply_thread_policy
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -141,6 +143,7 @@ def train(cfg: DictConfig) -> float | None:
             run_folder.load_checkpoint(checkpoint, mmap=True)  # refuses a checkpoint that would run code
     try:
         check_added_keys(cfg, sweep.task_overrides())
+        threads = apply_thread_policy(cfg.get("threads", "auto"), cfg.trainer, launcher=launcher_config())
         check_accelerator(cfg.trainer)
         check_precision(cfg.trainer)
         pl.seed_everything(cfg.seed, workers=True)
@@ -158,8 +161,10 @@ def train(cfg: DictConfig) -> float | None:
         ]
         trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         record_start(cfg, run_dir, loggers, skipped=getattr(datamodule, "skipped", None) or [], resumed=checkpoint)
-        if isinstance(datamodule, feature_cache.FeatureCacheDataModule) and rank_zero_only.rank == 0:
-            run_folder.update_run_json(run_dir, feature_cache=datamodule.describe())
+        if rank_zero_only.rank == 0:
+            cached = isinstance(datamodule, feature_cache.FeatureCacheDataModule)
+            extra = {"feature_cache": datamodule.describe()} if cached else {}
+            run_folder.update_run_json(run_dir, threads=threads, **extra)
         # weights_only: checkpoints are data; torch's default can be switched off by TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
         trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         checkpointer = trainer.checkpoint_callback
@@ -193,6 +198,14 @@ def train(cfg: DictConfig) -> float | None:
         raise
     finish_wandb(loggers, failed=False)
     return score
+
+
+def launcher_config() -> dict[str, Any] | None:
+    """The Hydra launcher's config (a parallel launcher's ``n_jobs`` shares the cores); None outside Hydra."""
+    try:
+        return OmegaConf.to_container(HydraConfig.get().launcher, resolve=True)
+    except ValueError:  # no Hydra runtime (train() called directly)
+        return None
 
 
 def check_accelerator(trainer_cfg: DictConfig) -> None:

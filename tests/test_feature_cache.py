@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import compose_train
+from cli_helpers import QUIET, mmfw, output
+from conftest import TINY_AVDIGITS, compose_train
 
 from mmfw.data.batch import FEATURES_KEY, MASK_KEY
 from mmfw.feature_cache import FeatureCacheDataModule, is_frozen
@@ -192,3 +193,22 @@ def test_cached_run_has_the_metrics_of_the_uncached_run(tmp_path):
     assert record["feature_cache"]["modalities"] == ["text"]
     assert {(r["split"], r["modality"]) for r in record["feature_cache"]["lookups"]} >= {("train", "text")}
     assert "feature_cache" not in plain
+
+
+@pytest.mark.slow
+def test_ddp_ranks_compute_each_split_once(tmp_path):
+    """Two gloo ranks: one computes each split's features under the lock, the other reads the file it wrote."""
+    manifest = write_manifest(tmp_path / "data")
+    cache = tmp_path / "cache"
+    args = [a for a in overrides(manifest, cache) if not a.startswith("callbacks.")]
+    result = mmfw(
+        "mmfw-train", "trainer=ddp_cpu", "trainer.max_epochs=1", *args, *QUIET[len(TINY_AVDIGITS) :],
+        root=tmp_path, timeout=300,
+    )  # fmt: skip
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, output(result)
+    for split in ("train", "val", "test"):
+        assert text.count(f"miss (computed) for {split}/text") == 1, output(result)
+        assert text.count(f"hit for {split}/text") == 1, output(result)
+    files = sorted(p.name for p in (cache / "features").iterdir())
+    assert len([f for f in files if f.endswith(".pt")]) == 3 and not [f for f in files if f.endswith(".tmp")]

@@ -23,6 +23,7 @@ from rich.table import Table
 from mmfw import run_folder
 from mmfw.robustness import RobustnessConfigError, evaluate_robustness, plan_corruptions, print_report, save_report
 from mmfw.robustness.sweep import modality_kinds
+from mmfw.threads import apply_thread_policy
 from mmfw.train import CONFIG_DIR, build
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def evaluate(
     if note:
         log.warning(note)
     state = run_folder.load_checkpoint(checkpoint)  # before any data is built: a refused file fails fast
+    apply_thread_policy(cfg.get("threads", "auto"), {"accelerator": accelerator, "devices": 1})
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg, stage="test")
     if robustness is not None:  # a bad robustness setting fails before anything is evaluated

@@ -12,7 +12,8 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
 
-from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec, drop_modalities
+from mmfw.data.batch import FEATURES_KEY, MASK_KEY, TARGET_KEY, TaskSpec, drop_modalities
+from mmfw.feature_cache import is_frozen
 from mmfw.metrics import build_metrics, default_loss, predictions
 
 # Lightning advises sync_dist=True for every epoch-level value under DDP; this module logs values that torchmetrics
@@ -109,9 +110,16 @@ class MultimodalModule(pl.LightningModule):
 
     # ---------------------------------------------------------------- forward
     def forward(self, batch: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``(B, num_outputs)`` for a batch; ``mask`` overrides ``batch["mask"]`` (B, M)."""
+        """Logits ``(B, num_outputs)`` for a batch; ``mask`` overrides ``batch["mask"]`` (B, M).
+
+        A modality whose encoder output the batch already carries (``batch["features"]``, see
+        :mod:`mmfw.feature_cache`) is not encoded again.
+        """
         mask = batch[MASK_KEY] if mask is None else mask
-        features = {name: encoder(batch[name]) for name, encoder in self.encoders.items()}
+        cached = batch.get(FEATURES_KEY) or {}
+        features = {
+            name: cached[name] if name in cached else encoder(batch[name]) for name, encoder in self.encoders.items()
+        }
         return self.head(self.fusion(features, mask))
 
     def _loss_and_outputs(
@@ -135,6 +143,15 @@ class MultimodalModule(pl.LightningModule):
             rescue = torch.zeros_like(mask).scatter_(1, scores.argmax(dim=1, keepdim=True), True)
             dropped = torch.where(empty[:, None], rescue, dropped)
         return dropped
+
+    def train(self, mode: bool = True) -> MultimodalModule:
+        """A frozen encoder (no trained parameter) stays in eval mode: no dropout, no drifting batch-norm statistics,
+        so its output depends on its input alone (what the frozen-feature cache relies on)."""
+        super().train(mode)
+        for encoder in self.encoders.values():
+            if is_frozen(encoder):
+                encoder.eval()
+        return self
 
     # ---------------------------------------------------------------- steps
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

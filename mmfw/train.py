@@ -19,14 +19,16 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from mmfw import resolvers, resume, run_folder, sweep
+from mmfw import feature_cache, resolvers, resume, run_folder, sweep
 from mmfw.loggers import finish_wandb
+from mmfw.threads import apply_thread_policy
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -87,7 +89,11 @@ def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
 
 
 def build(cfg: DictConfig, stage: str = "fit") -> tuple[pl.LightningDataModule, pl.LightningModule]:
-    """Datamodule first (it knows the task and input shapes), then encoders, fusion and the module."""
+    """Datamodule first (it knows the task and input shapes), then encoders, fusion and the module.
+
+    ``encoder.<modality>.frozen=true`` freezes any encoder. With ``feature_cache`` (default true) the returned
+    datamodule is wrapped so that frozen encoders' outputs are computed once and cached (:mod:`mmfw.feature_cache`).
+    """
     check_modalities(cfg)
     datamodule = hydra.utils.instantiate(cfg.datamodule)
     datamodule.prepare_data()
@@ -96,12 +102,23 @@ def build(cfg: DictConfig, stage: str = "fit") -> tuple[pl.LightningDataModule, 
     with open_dict(cfg):
         # Data-derived sizes reach configs by interpolation (e.g. fusion.num_outputs: ${data.num_outputs}).
         cfg.data = {"kind": task.kind, "num_outputs": task.num_outputs, "class_names": task.class_names}
-    encoders = {
-        name: hydra.utils.instantiate(cfg.encoder[name], **datamodule.encoder_inputs.get(name, {}))
-        for name in datamodule.modalities
-    }
+    encoders, configs = {}, {}
+    for name in datamodule.modalities:
+        # `frozen` is common to every encoder and read here, not by its constructor.
+        configs[name] = OmegaConf.to_container(cfg.encoder[name], resolve=True)
+        frozen = bool(configs[name].pop("frozen", False))
+        encoders[name] = hydra.utils.instantiate(configs[name], **datamodule.encoder_inputs.get(name, {}))
+        if frozen:
+            feature_cache.freeze(encoders[name])
     model_factory = hydra.utils.instantiate(cfg.model, _partial_=True)
     model = model_factory(encoders=encoders, fusion=hydra.utils.instantiate(cfg.fusion), task=task)
+    if cfg.get("feature_cache", True):
+        datamodule = feature_cache.wrap_frozen(
+            datamodule,
+            {name: model.encoders[name] for name in encoders},
+            configs={name: {**configs[name], **datamodule.encoder_inputs.get(name, {})} for name in configs},
+            cache_dir=Path(cfg.paths.cache_dir) / "features",
+        )
     return datamodule, model
 
 
@@ -126,6 +143,7 @@ def train(cfg: DictConfig) -> float | None:
             run_folder.load_checkpoint(checkpoint, mmap=True)  # refuses a checkpoint that would run code
     try:
         check_added_keys(cfg, sweep.task_overrides())
+        threads = apply_thread_policy(cfg.get("threads", "auto"), cfg.trainer, launcher=launcher_config())
         check_accelerator(cfg.trainer)
         check_precision(cfg.trainer)
         pl.seed_everything(cfg.seed, workers=True)
@@ -143,6 +161,10 @@ def train(cfg: DictConfig) -> float | None:
         ]
         trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
         record_start(cfg, run_dir, loggers, skipped=getattr(datamodule, "skipped", None) or [], resumed=checkpoint)
+        if rank_zero_only.rank == 0:
+            cached = isinstance(datamodule, feature_cache.FeatureCacheDataModule)
+            extra = {"feature_cache": datamodule.describe()} if cached else {}
+            run_folder.update_run_json(run_dir, threads=threads, **extra)
         # weights_only: checkpoints are data; torch's default can be switched off by TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
         trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         checkpointer = trainer.checkpoint_callback
@@ -155,6 +177,8 @@ def train(cfg: DictConfig) -> float | None:
         if rank_zero_only.rank == 0:  # inside the try: a disk that is full now still gets the run marked failed
             if test_metrics:
                 (run_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n")
+            if isinstance(datamodule, feature_cache.FeatureCacheDataModule):
+                run_folder.update_run_json(run_dir, feature_cache=datamodule.describe())  # with this run's lookups
             run_folder.finish_run(
                 run_dir,
                 status="completed",
@@ -174,6 +198,14 @@ def train(cfg: DictConfig) -> float | None:
         raise
     finish_wandb(loggers, failed=False)
     return score
+
+
+def launcher_config() -> dict[str, Any] | None:
+    """The Hydra launcher's config (a parallel launcher's ``n_jobs`` shares the cores); None outside Hydra."""
+    try:
+        return OmegaConf.to_container(HydraConfig.get().launcher, resolve=True)
+    except ValueError:  # no Hydra runtime (train() called directly)
+        return None
 
 
 def check_accelerator(trainer_cfg: DictConfig) -> None:

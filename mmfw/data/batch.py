@@ -3,6 +3,8 @@
 A batch is a dict: one entry per modality (a tensor, or a dict of tensors for tabular data, batch
 first), ``mask`` — a bool tensor ``(B, M)`` whose column ``j`` says whether modality ``modalities[j]``
 is present for each sample — and ``target``. Missing data and modality dropout only flip mask bits.
+Optionally ``features``: ``{modality: encoder output}`` precomputed for frozen encoders (:mod:`mmfw.feature_cache`),
+used by the model instead of running that encoder.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 TaskKind = Literal["multiclass", "binary", "multilabel", "regression"]
 MASK_KEY = "mask"
 TARGET_KEY = "target"
+FEATURES_KEY = "features"
 
 
 @dataclass(frozen=True)

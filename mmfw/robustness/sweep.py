@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 from pytorch_lightning.utilities import move_data_to_device
 
-from mmfw.data.batch import MASK_KEY, TARGET_KEY
+from mmfw.data.batch import FEATURES_KEY, MASK_KEY, TARGET_KEY
 from mmfw.metrics import build_metrics, predictions
 from mmfw.robustness.curves import auc, effective_robustness, modality_subsets, relative_robustness
 
@@ -109,10 +109,14 @@ def score(
     device: torch.device,
     mask_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """All of ``metrics`` (a torchmetrics collection) over ``batches``; ``mask_fn`` edits each batch's mask."""
+    """All of ``metrics`` (a torchmetrics collection) over ``batches``; ``mask_fn`` edits each batch's mask.
+
+    Cached encoder outputs (``batch["features"]``, :mod:`mmfw.feature_cache`) are dropped: a corruption changes the
+    inputs, so every modality goes through its real encoder here.
+    """
     metrics.reset()
     for batch in batches:
-        batch = move_data_to_device(batch, device)
+        batch = move_data_to_device({k: v for k, v in batch.items() if k != FEATURES_KEY}, device)
         mask = batch[MASK_KEY] if mask_fn is None else mask_fn(batch[MASK_KEY])
         logits = predictions(model.task, model(batch, mask))
         target = batch[TARGET_KEY]

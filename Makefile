@@ -33,12 +33,12 @@ test-fast: install
 	$(BIN)/pytest -n 2 -m "not slow" $(ARGS)
 
 lint: install
-	$(BIN)/ruff check mmfw tests
-	$(BIN)/ruff format --check mmfw tests
+	$(BIN)/ruff check mmfw tests bench
+	$(BIN)/ruff format --check mmfw tests bench
 
 format: install
-	$(BIN)/ruff check --fix mmfw tests
-	$(BIN)/ruff format mmfw tests
+	$(BIN)/ruff check --fix mmfw tests bench
+	$(BIN)/ruff format mmfw tests bench
 
 clean:
 	rm -rf $(VENV) logs data/cache .pytest_cache

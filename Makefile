@@ -14,7 +14,7 @@ export MMFW_AVDIGITS_RAW := $(SHARED_AVDIGITS)
 endif
 endif
 
-.PHONY: install train test test-fast lint format clean
+.PHONY: install train test test-fast reliability lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: install
 
 test-fast: install
 	$(BIN)/pytest -n 2 -m "not slow" $(ARGS)
+
+# Feed mmfw bad configs, bad data and faults as a user would; prints a verdict per case (minutes): ARGS="-k manifest"
+reliability: install
+	$(BIN)/python bench/reliability.py $(ARGS)
 
 lint: install
 	$(BIN)/ruff check mmfw tests bench

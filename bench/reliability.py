@@ -137,9 +137,10 @@ def error_line(said: str) -> str:
     hint)."""
     details = ("Set the environment variable HYDRA_FULL_ERROR", "full_key:", "object_type=", " ", "\t")
     lines = [line.rstrip() for line in said.splitlines() if line.strip() and not line.startswith(details)]
-    for line in reversed(lines):
-        if re.match(r"^[\w.]*(Error|Exception|Exit|Interrupt)\w*[:(]", line):
-            return line[:300]
+    for pattern in (r"^[\w.]*(Error|Exception|Exit|Interrupt)\w*[:(]", r"could not|cannot|missing|not found|no such"):
+        for line in reversed(lines):
+            if re.search(pattern, line, re.IGNORECASE):
+                return line[:300]
     return lines[-1][:300] if lines else "(no output)"
 
 
@@ -608,10 +609,10 @@ def gpu_trainer_without_gpu(ws: Workspace) -> Verdict:
 def unused_plus_override(ws: Workspace) -> Verdict:
     """+learning_rate=0.1 (a key nothing reads): refused or warned about by name, not silently ignored."""
     result = ws.train("+learning_rate=0.1")
+    words = r"(unused|not used|ignored|no effect|unknown|not read|never read|nothing reads|unrecogni[sz]ed|no such)"
     if result.hung or result.returncode != 0:
-        return expect_error(result, r"learning_rate", r"unused|not used|ignored|no effect|unknown|nothing reads")
-    if re.search(r"learning_rate.*(unused|not used|ignored|no effect|unknown|nothing reads)|"
-                 r"(unused|not used|ignored|no effect|unknown).*learning_rate", result.said, re.I):  # fmt: skip
+        return expect_error(result, r"learning_rate", words)
+    if re.search(rf"learning_rate.*{words}|{words}.*learning_rate", result.said, re.IGNORECASE):
         return correct("trained, with a warning that names +learning_rate")
     return silent("trained; +learning_rate=0.1 ignored without a word")
 
@@ -724,7 +725,7 @@ def wandb_offline_resume(ws: Workspace) -> Verdict:
     second = ws.run("mmfw-train", f"resume={run}")
     if bad := failed_run(second):
         return bad
-    parts = sorted((run / "wandb").glob("offline-run-*"), key=lambda p: p.stat().st_mtime)
+    parts = sorted((run / "wandb").glob("offline-run-*"))  # offline-run-<YYYYmmdd_HHMMSS>-<id>: in time order
     ids = [p.name.rsplit("-", 1)[-1] for p in parts]
     if len(set(ids)) < 2:
         return silent(f"the resumed part reuses W&B run id(s) {ids}: wandb sync overwrites the first part")
@@ -779,7 +780,9 @@ def _pytest_without_data(ws: Workspace, *, require: bool) -> Verdict:
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     result = Result(command, done.returncode, done.stdout + done.stderr, time.monotonic() - start)
     if require:
-        return expect_error(result, r"MMFW_AVDIGITS_RAW=", re.escape(str(ws.root / "no_data")))
+        verdict = expect_error(result, r"MMFW_AVDIGITS_RAW=", re.escape(str(ws.root / "no_data")))
+        reason = re.search(r"^.*could not be downloaded.*$", result.said, re.MULTILINE)
+        return Verdict(verdict.kind, reason.group(0).strip()[:300]) if verdict.kind == "clear" and reason else verdict
     if result.returncode != 0:
         return Verdict("FAILED", f"exit {result.returncode}: {result.error_line()}")
     if not re.search(r"SKIPPED.*no_data.*could not be downloaded", result.said, re.S):

@@ -216,8 +216,10 @@ class Workspace:
 
     def start(self, script: str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None):
         """Start ``<venv>/bin/<script> args`` in its own process group; output goes to a file."""
-        command = [script_path(script), *map(str, args)]
-        log = self._outputs / f"{len(list(self._outputs.iterdir())):02d}-{script}.txt"
+        return self.start_command([script_path(script), *map(str, args)], cwd=cwd, env=env)
+
+    def start_command(self, command: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None):
+        log = self._outputs / f"{len(list(self._outputs.iterdir())):02d}-{Path(command[0]).name}.txt"
         handle = open(log, "w")
         proc = subprocess.Popen(command, cwd=cwd or self.root, env=env or self.env(), stdout=handle,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
@@ -776,9 +778,7 @@ def _pytest_without_data(ws: Workspace, *, require: bool) -> Verdict:
                  MMFW_CACHE_DIR=str(ws.root / "cache"))  # fmt: skip
     test = "tests/data/test_avdigits.py::test_real_data_digests_verified_once"
     command = [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-rs", "-q", test]
-    start = time.monotonic()
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
-    result = Result(command, done.returncode, done.stdout + done.stderr, time.monotonic() - start)
+    result = ws.finish(ws.start_command(command, cwd=REPO, env=env), timeout=240)
     if require:
         verdict = expect_error(result, r"MMFW_AVDIGITS_RAW=", re.escape(str(ws.root / "no_data")))
         reason = re.search(r"^.*could not be downloaded.*$", result.said, re.MULTILINE)

@@ -63,12 +63,17 @@ def provide_avdigits_raw(*, fetch_dir: Path, cache_dir: Path) -> Path:
             fcntl.flock(lock, fcntl.LOCK_EX)
             info = download.ensure_raw_data(fetch_dir, cache_dir, download=True)
     except download.DataUnavailableError as err:
-        cause = err.__cause__
+        unavailable = err
+    else:
+        unavailable = None
+    if unavailable is not None:  # reported outside the except block: the message once, without the chained errors
+        cause = unavailable.__cause__
         offline = isinstance(cause, OSError) and not isinstance(cause, urllib.error.HTTPError)
         how = (
-            f"real AV-digits data not found at {configured} and it could not be downloaded into {fetch_dir}:\n{err}\n"
-            f"Provide it with MMFW_AVDIGITS_RAW=<folder with fsdd/recordings/*.wav and mnist/mnist.npz>, or run the "
-            f"tests with network access (mirrors: {download.FSDD_URL_ENV}, {download.MNIST_URL_ENV})."
+            f"real AV-digits data not found at {configured} and it could not be downloaded into {fetch_dir}:\n"
+            f"{unavailable}\nProvide it with MMFW_AVDIGITS_RAW=<folder with fsdd/recordings/*.wav and "
+            f"mnist/mnist.npz>, or run the tests with network access (mirrors: {download.FSDD_URL_ENV}, "
+            f"{download.MNIST_URL_ENV})."
         )
         required = os.environ.get(REQUIRE_DATA_ENV) == "1"
         if offline and not required:

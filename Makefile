@@ -14,7 +14,7 @@ export MMFW_AVDIGITS_RAW := $(SHARED_AVDIGITS)
 endif
 endif
 
-.PHONY: install train test test-fast lint format clean
+.PHONY: install train test test-fast reliability lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,13 +32,17 @@ test: install
 test-fast: install
 	$(BIN)/pytest -n 2 -m "not slow" $(ARGS)
 
+# Feed mmfw bad configs, bad data and faults as a user would; prints a verdict per case (minutes): ARGS="-k manifest"
+reliability: install
+	$(BIN)/python bench/reliability.py $(ARGS)
+
 lint: install
-	$(BIN)/ruff check mmfw tests
-	$(BIN)/ruff format --check mmfw tests
+	$(BIN)/ruff check mmfw tests bench
+	$(BIN)/ruff format --check mmfw tests bench
 
 format: install
-	$(BIN)/ruff check --fix mmfw tests
-	$(BIN)/ruff format mmfw tests
+	$(BIN)/ruff check --fix mmfw tests bench
+	$(BIN)/ruff format mmfw tests bench
 
 clean:
 	rm -rf $(VENV) logs data/cache .pytest_cache

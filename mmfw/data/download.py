@@ -42,7 +42,19 @@ MNIST_KERAS_FILE_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc4846
 """sha256 of the file at :data:`MNIST_URL` (the digest Keras checks)."""
 
 ENV_VAR = "MMFW_AVDIGITS_RAW"
+FSDD_URL_ENV = "MMFW_AVDIGITS_FSDD_URL"
+MNIST_URL_ENV = "MMFW_AVDIGITS_MNIST_URL"
 _CHUNK = 1 << 20
+
+
+def fsdd_url() -> str:
+    """:data:`FSDD_URL`, or a mirror of the same archive in ``$MMFW_AVDIGITS_FSDD_URL`` (held to the same digest)."""
+    return os.environ.get(FSDD_URL_ENV) or FSDD_URL
+
+
+def mnist_url() -> str:
+    """:data:`MNIST_URL`, or a mirror in ``$MMFW_AVDIGITS_MNIST_URL`` (held to the same digests)."""
+    return os.environ.get(MNIST_URL_ENV) or MNIST_URL
 
 
 class DataUnavailableError(RuntimeError):
@@ -129,8 +141,9 @@ def download_fsdd(raw_dir: str | Path) -> Path:
     """Download the pinned FSDD commit and move its ``recordings/`` to ``<raw_dir>/fsdd/recordings``."""
     recordings, _ = fsdd_paths(raw_dir)
     recordings.parent.mkdir(parents=True, exist_ok=True)
+    url = fsdd_url()
     with tempfile.TemporaryDirectory(dir=recordings.parent, prefix=".download-") as tmp:
-        archive = download_url(FSDD_URL, Path(tmp) / "fsdd.zip")
+        archive = download_url(url, Path(tmp) / "fsdd.zip")
         staged = Path(tmp) / "recordings"
         staged.mkdir()
         with zipfile.ZipFile(archive) as zf:
@@ -142,7 +155,7 @@ def download_fsdd(raw_dir: str | Path) -> Path:
         found = fsdd_digest(staged)
         if found != FSDD_SHA256:
             raise DataUnavailableError(
-                f"the FSDD download from {FSDD_URL} has content digest {found}, expected {FSDD_SHA256}: "
+                f"the FSDD download from {url} has content digest {found}, expected {FSDD_SHA256}: "
                 "the download is corrupt or the archive changed. Try again or place the recordings by hand."
             )
         if recordings.exists():  # an empty or partial folder from an earlier attempt
@@ -152,16 +165,18 @@ def download_fsdd(raw_dir: str | Path) -> Path:
 
 
 def download_mnist(raw_dir: str | Path) -> Path:
-    """Download ``mnist.npz`` to ``<raw_dir>/mnist/mnist.npz`` and check its file digest."""
+    """Download ``mnist.npz`` to ``<raw_dir>/mnist/mnist.npz`` and check it: the Keras file's digest, or (a mirror of
+    the reference copy, whose zip container differs) the reference digests of all four arrays."""
     _, target = fsdd_paths(raw_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = download_url(MNIST_URL, target.with_name(f".mnist.{uuid.uuid4().hex}.npz"))
+    url = mnist_url()
+    tmp = download_url(url, target.with_name(f".mnist.{uuid.uuid4().hex}.npz"))
     try:
         found = file_sha256(tmp)
-        if found != MNIST_KERAS_FILE_SHA256:
+        if found != MNIST_KERAS_FILE_SHA256 and not _is_reference_mnist(tmp):
             raise DataUnavailableError(
-                f"the MNIST download from {MNIST_URL} has sha256 {found}, expected {MNIST_KERAS_FILE_SHA256}: "
-                "the download is corrupt. Try again or place mnist.npz by hand."
+                f"the MNIST download from {url} has sha256 {found}, expected {MNIST_KERAS_FILE_SHA256} (or the "
+                "reference copy's array digests): the download is corrupt. Try again or place mnist.npz by hand."
             )
         os.replace(tmp, target)
     finally:
@@ -169,12 +184,19 @@ def download_mnist(raw_dir: str | Path) -> Path:
     return target
 
 
+def _is_reference_mnist(path: Path) -> bool:
+    try:
+        return mnist_array_digests(path) == MNIST_ARRAY_SHA256
+    except ValueError:
+        return False
+
+
 def _missing_message(raw_dir: Path, missing: list[str], reason: str) -> str:
     recordings, mnist = fsdd_paths(raw_dir)
     return (
         f"AV-digits raw data is missing: {', '.join(missing)} ({reason}). Expected:\n"
-        f"  {recordings}/*.wav  (Free Spoken Digit Dataset recordings, from {FSDD_URL})\n"
-        f"  {mnist}  (MNIST, from {MNIST_URL})\n"
+        f"  {recordings}/*.wav  (Free Spoken Digit Dataset recordings, from {fsdd_url()})\n"
+        f"  {mnist}  (MNIST, from {mnist_url()})\n"
         f"Download them there, or point to a folder holding fsdd/recordings and mnist/mnist.npz with the override "
         f"datamodule.raw_dir=/path/to/avdigits or the environment variable {ENV_VAR}."
     )

@@ -1,7 +1,6 @@
 """AV-digits datamodule and raw-data download/verification, on a tiny fake raw dir written to tmp_path."""
 
 import inspect
-import os
 import time
 from pathlib import Path
 
@@ -215,10 +214,8 @@ def test_missing_data_without_download(tmp_path: Path) -> None:
         ensure_raw_data(tmp_path / "raw", tmp_path / "cache", download=False)
 
 
-def test_real_data_digests_verified_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    raw = os.environ.get("MMFW_AVDIGITS_RAW", str(REPO.parent / "shared" / "data" / "avdigits"))
-    if not Path(raw, "mnist", "mnist.npz").is_file():
-        pytest.skip(f"real AV-digits data not found at {raw}")
+def test_real_data_digests_verified_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, avdigits_raw: Path) -> None:
+    raw = str(avdigits_raw)
     info = ensure_raw_data(raw, tmp_path, download=False)
     assert info.matches_reference and info.fsdd_sha256 == download.FSDD_SHA256
     assert info.mnist_sha256 == download.MNIST_ARRAY_SHA256
@@ -237,10 +234,8 @@ def test_config_matches_constructor() -> None:
 
 
 @pytest.mark.slow
-def test_real_data_build(tmp_path: Path) -> None:
-    raw = os.environ.get("MMFW_AVDIGITS_RAW", str(REPO.parent / "shared" / "data" / "avdigits"))
-    if not Path(raw, "mnist", "mnist.npz").is_file():
-        pytest.skip(f"real AV-digits data not found at {raw}")
+def test_real_data_build(tmp_path: Path, avdigits_raw: Path) -> None:
+    raw = str(avdigits_raw)
     dm = AVDigitsDataModule(raw_dir=raw, cache_dir=str(tmp_path), modalities=["image", "audio"], download=False)
     start = time.perf_counter()
     dm.prepare_data()

@@ -27,6 +27,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mmfw import feature_cache, resolvers, resume, run_folder, sweep
+from mmfw.config_checks import check_value_types
 from mmfw.loggers import finish_wandb
 from mmfw.threads import apply_thread_policy
 
@@ -143,6 +144,7 @@ def train(cfg: DictConfig) -> float | None:
             run_folder.load_checkpoint(checkpoint, mmap=True)  # refuses a checkpoint that would run code
     try:
         check_added_keys(cfg, sweep.task_overrides())
+        check_value_types(cfg, sweep.task_overrides())
         threads = apply_thread_policy(cfg.get("threads", "auto"), cfg.trainer, launcher=launcher_config())
         check_accelerator(cfg.trainer)
         check_precision(cfg.trainer)

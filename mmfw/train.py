@@ -86,13 +86,62 @@ def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
         )
 
 
+MINORITY_AUROC = 0.35
+"""``monitor.metric=auto`` monitors ``val/auroc`` for a binary task whose rarer class is below this share of the
+training split (accuracy rewards predicting the majority there), ``val/acc`` for other classification tasks and
+``val/mse`` for regression."""
+
+
+def apply_defaults(cfg: DictConfig) -> None:
+    """Fill in what the least config leaves out, in place, before anything is built.
+
+    ``modalities: null`` becomes every modality the datamodule configures (a manifest's ``columns``, in order),
+    else every configured ``encoder``. A modality without ``encoder.<name>`` gets ``encoder_defaults.<kind>`` (its
+    kind from the manifest's ``columns``; AV-digits' modalities are named by kind). Then ``encoder`` keeps only the
+    run's modalities and ``encoder_defaults`` is dropped, so the saved config lists just the encoders used.
+    """
+    columns = cfg.datamodule.get("columns") or {}
+    with open_dict(cfg):
+        if cfg.get("modalities") is None:
+            cfg.modalities = list(columns) or list(cfg.get("encoder") or {})
+        defaults = cfg.get("encoder_defaults") or {}
+        encoders = cfg.get("encoder") or {}
+        chosen = {}
+        for name in cfg.modalities:
+            kind = (columns.get(name) or {}).get("kind", name)
+            node = encoders.get(name)
+            if node is None and defaults.get(kind) is not None:
+                node = defaults[kind]
+            if node is not None:
+                chosen[name] = node
+        cfg.encoder = chosen
+        cfg.pop("encoder_defaults", None)
+
+
+def default_monitor(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
+    """Resolve ``monitor.metric=auto`` from the task and the training split's labels (see MINORITY_AUROC)."""
+    if cfg.monitor.metric != "auto":
+        return
+    task = datamodule.task
+    metric = {"regression": "val/mse"}.get(task.kind, "val/acc")
+    if task.kind == "binary":
+        target = getattr(datamodule.train_dataloader().dataset, "target", None)
+        if target is not None and len(target):
+            positive = float(torch.as_tensor(target, dtype=torch.float32).mean())
+            metric = "val/auroc" if min(positive, 1 - positive) < MINORITY_AUROC else metric
+    log.info("monitor.metric=auto: monitoring %s (%s task)", metric, task.kind)
+    cfg.monitor.metric = metric
+
+
 def build(cfg: DictConfig, stage: str = "fit") -> tuple[pl.LightningDataModule, pl.LightningModule]:
     """Datamodule first (it knows the task and input shapes), then encoders, fusion and the module."""
+    apply_defaults(cfg)
     check_modalities(cfg)
     datamodule = hydra.utils.instantiate(cfg.datamodule)
     datamodule.prepare_data()
     datamodule.setup(stage)
     task = datamodule.task
+    default_monitor(cfg, datamodule)
     with open_dict(cfg):
         # Data-derived sizes reach configs by interpolation (e.g. fusion.num_outputs: ${data.num_outputs}).
         cfg.data = {"kind": task.kind, "num_outputs": task.num_outputs, "class_names": task.class_names}
@@ -142,7 +191,15 @@ def train(cfg: DictConfig) -> float | None:
             *resume.fault_tolerance_callbacks(seed=cfg.seed, checkpoint_dir=run_dir / run_folder.CHECKPOINT_DIR),
         ]
         trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-        record_start(cfg, run_dir, loggers, skipped=getattr(datamodule, "skipped", None) or [], resumed=checkpoint)
+        record_start(
+            cfg,
+            run_dir,
+            loggers,
+            skipped=getattr(datamodule, "skipped", None) or [],
+            resumed=checkpoint,
+            truncated=getattr(datamodule, "truncated", None) or {},
+        )
+        write_splits(datamodule, run_dir)
         # weights_only: checkpoints are data; torch's default can be switched off by TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
         trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         checkpointer = trainer.checkpoint_callback
@@ -163,6 +220,8 @@ def train(cfg: DictConfig) -> float | None:
                 test_metrics=test_metrics,
             )
             log.info("Run folder: %s", run_dir)
+            if cfg.get("baseline"):
+                run_linear_baseline(run_dir, datamodule, loggers)
     except resume.ResumeError:
         raise  # refused before anything in the run folder changed: it keeps its own record
     except BaseException as error:
@@ -174,6 +233,17 @@ def train(cfg: DictConfig) -> float | None:
         raise
     finish_wandb(loggers, failed=False)
     return score
+
+
+def run_linear_baseline(run_dir: Path, datamodule: pl.LightningDataModule, loggers: list[Any]) -> None:
+    """``baseline=true``: the linear baseline on the run's own splits (mmfw.baseline), its test metrics merged into
+    the run folder and the W&B summary next to the model's."""
+    from mmfw.baseline import run_baseline  # imports this module: only when asked for
+
+    metrics = run_baseline(run_dir, datamodule=datamodule)["test_metrics"]
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(metrics)
 
 
 def check_accelerator(trainer_cfg: DictConfig) -> None:
@@ -216,13 +286,28 @@ def metrics_with_prefix(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
 
 
 @rank_zero_only
+def write_splits(datamodule: pl.LightningDataModule, run_dir: Path) -> None:
+    """``<run>/splits.csv``: which split each manifest row is in, for a datamodule that can tell
+    (``write_splits(path)``)."""
+    writer = getattr(datamodule, "write_splits", None)
+    if callable(writer):
+        writer(run_dir / "splits.csv")
+
+
+@rank_zero_only
 def record_start(
-    cfg: DictConfig, run_dir: Path, loggers: list[Any], skipped: list[dict], resumed: Path | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    loggers: list[Any],
+    skipped: list[dict],
+    resumed: Path | None = None,
+    truncated: dict[str, int] | None = None,
 ) -> None:
     """Write the resolved config, git commit and versions into the run folder and hand them to every logger.
 
     ``skipped`` lists the samples the datamodule skipped as bad (``on_bad_sample: skip``); they are written to
-    ``skipped_samples.json`` so nothing is dropped silently.
+    ``skipped_samples.json`` so nothing is dropped silently. ``truncated`` counts, per text modality, the texts
+    its tokenizer cut (run.json ``truncated``).
     """
     resolved = OmegaConf.to_container(cfg, resolve=True)
     overrides = sweep.task_overrides()
@@ -236,6 +321,8 @@ def record_start(
         (run_dir / "skipped_samples.json").write_text(json.dumps(skipped, indent=2, default=str) + "\n")
         log.warning("%d bad samples were skipped; see %s", len(skipped), run_dir / "skipped_samples.json")
         run_folder.update_run_json(run_dir, skipped_samples=len(skipped))
+    if truncated is not None:
+        run_folder.update_run_json(run_dir, truncated=dict(truncated))
     for logger in loggers:
         logger.log_hyperparams({**resolved, "overrides": overrides, "git": run_folder.run_git_state()})
         if isinstance(logger, WandbLogger):

@@ -26,7 +26,11 @@ CONF = Path(CONFIG_DIR)
 # Overrides that make a group's config composable on its own (required values, CPU-only machines).
 NEEDS = {
     "encoder/image/timm": ["encoder.image.model_name=resnet18"],
-    "datamodule/manifest": ["datamodule.manifest=samples.csv", "datamodule.target=label"],
+    "datamodule/manifest": [
+        "datamodule.manifest=samples.csv",
+        "datamodule.target=label",
+        "+datamodule.columns={t: {kind: text, column: t}}",
+    ],
 }
 
 

@@ -28,6 +28,10 @@ def write_reviews(root, n: int = 48):
     return path
 
 
+# The command of issue 9, as it stands.
+COLUMNS = "+datamodule.columns={a: {kind: text, column: review}, b: {kind: tabular, numeric: [age], categorical: [dept]}}"
+
+
 @pytest.mark.slow  # one real training run and its linear baseline, about 30 s
 def test_least_config_manifest_run_chooses_modalities_encoders_monitor_and_runs_the_baseline(tmp_path):
     manifest = write_reviews(tmp_path)
@@ -36,7 +40,7 @@ def test_least_config_manifest_run_chooses_modalities_encoders_monitor_and_runs_
         "datamodule=manifest",
         f"datamodule.manifest={manifest}",
         "datamodule.target=label",
-        "+datamodule.columns={a: {kind: text, column: review}, b: {kind: tabular, numeric: [age], categorical: [dept]}}",
+        COLUMNS,
         "trainer.max_epochs=2",
         "baseline=true",
         "callbacks.rich_progress_bar=null",

@@ -29,7 +29,9 @@ def write_reviews(root, n: int = 48):
 
 
 # The command of issue 9, as it stands.
-COLUMNS = "+datamodule.columns={a: {kind: text, column: review}, b: {kind: tabular, numeric: [age], categorical: [dept]}}"
+COLUMNS = (
+    "+datamodule.columns={a: {kind: text, column: review}, b: {kind: tabular, numeric: [age], categorical: [dept]}}"
+)
 
 
 @pytest.mark.slow  # one real training run and its linear baseline, about 30 s

@@ -36,9 +36,10 @@ def test_ngram_ids_are_fixed_crc32_buckets_and_the_cut_is_counted():
 @pytest.mark.parametrize("pooling", ["mean", "sum"])
 def test_bag_pools_the_embeddings_of_the_non_padding_ids(pooling):
     torch.manual_seed(0)
-    enc = NgramTextEncoder(50, pad_id=0, dim=8, pooling=pooling)
+    enc = NgramTextEncoder(50, pad_id=0, dim=8, pooling=pooling, lr_scale=3.0)
     ids = torch.tensor([[3, 7, 7, 0, 0], [0, 0, 0, 0, 0], [49, 1, 2, 3, 4]])
-    table = enc.bag.weight.detach()
+    table = 3.0 * enc.bag.weight.detach()  # E = lr_scale * E'
+    assert table.abs().max() <= 1 / 8  # fastText's init of E: uniform(-1/dim, 1/dim)
     rows = [[3, 7, 7], [], [49, 1, 2, 3, 4]]
     expected = torch.stack([
         table[r].mean(0) if pooling == "mean" and r else table[r].sum(0) if r else torch.zeros(8) for r in rows

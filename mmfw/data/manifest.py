@@ -114,7 +114,7 @@ class ManifestDataModule(pl.LightningDataModule):
     Args:
         manifest: CSV/TSV, JSONL or Parquet file; relative paths in it are relative to its folder.
         encoding: text encoding of a CSV/TSV or JSONL manifest (``utf-8``; ``latin-1``, ``cp1252``, ...).
-        modalities: the configured modalities this run uses, in mask-column order.
+        modalities: the configured modalities this run uses, in mask-column order; None: every one of ``columns``.
         columns: ``{modality: {kind: image|audio|text, column: name}}`` or ``{modality: {kind: tabular,
             numeric: [names], categorical: [names]}}``.
         target: label column (a list of columns for multi-output regression).
@@ -157,7 +157,7 @@ class ManifestDataModule(pl.LightningDataModule):
         *,
         manifest: str,
         encoding: str = "utf-8",
-        modalities: Sequence[str],
+        modalities: Sequence[str] | None,
         columns: Mapping[str, Mapping[str, Any]],
         target: str | Sequence[str],
         task: str | None = None,
@@ -196,7 +196,7 @@ class ManifestDataModule(pl.LightningDataModule):
                              "cp1252, ...)") from None  # fmt: skip
         self.encoding = encoding
         self.columns = _check_columns(_plain(columns))
-        self.modalities = list(_plain(modalities))
+        self.modalities = list(self.columns) if modalities is None else list(_plain(modalities))
         unknown = [m for m in self.modalities if m not in self.columns]
         if unknown or not self.modalities:
             raise ValueError(

@@ -96,8 +96,8 @@ def apply_defaults(cfg: DictConfig) -> None:
     """Fill in what the least config leaves out, in place, before anything is built.
 
     ``modalities: null`` becomes every modality the datamodule configures (a manifest's ``columns``, in order),
-    else every configured ``encoder``. A modality without ``encoder.<name>`` gets ``encoder_defaults.<kind>`` (its
-    kind from the manifest's ``columns``; AV-digits' modalities are named by kind). Then ``encoder`` keeps only the
+    else every configured ``encoder``. A modality of ``columns`` without ``encoder.<name>`` gets
+    ``encoder_defaults.<kind>`` (its ``kind`` there). Then ``encoder`` keeps only the
     run's modalities and ``encoder_defaults`` is dropped, so the saved config lists just the encoders used.
     """
     columns = cfg.datamodule.get("columns") or {}
@@ -108,9 +108,9 @@ def apply_defaults(cfg: DictConfig) -> None:
         encoders = cfg.get("encoder") or {}
         chosen = {}
         for name in cfg.modalities:
-            kind = (columns.get(name) or {}).get("kind", name)
+            kind = (columns.get(name) or {}).get("kind")
             node = encoders.get(name)
-            if node is None and defaults.get(kind) is not None:
+            if node is None and kind is not None and defaults.get(kind) is not None:
                 node = defaults[kind]
             if node is not None:
                 chosen[name] = node

@@ -152,7 +152,7 @@ def test_resolved_config_has_no_missing_values(tmp_path):
     cfg = compose_train([], tmp_path)
     OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=True)
     assert cfg.seed == 1234 and cfg.modalities is None
-    apply_defaults(cfg)  # null: every configured encoder (AV-digits' modalities are named by kind)
+    apply_defaults(cfg)  # null: every configured encoder
     assert list(cfg.modalities) == ["image", "audio"] and list(cfg.encoder) == ["image", "audio"]
     assert "encoder_defaults" not in cfg
 

@@ -141,6 +141,8 @@ class ManifestDataModule(pl.LightningDataModule):
         max_ngrams: ``ngrams`` only: n-gram ids per text at most (a safety cap; each split is padded to its
             longest text).
         ngram_buckets: ``ngrams`` only: hash buckets (the encoder's embedding rows).
+        ngram_unique: ``ngrams`` only: each distinct n-gram once per text (a binary bag) rather than as often as
+            it occurs.
         missing_file: ``error``: a referenced file that does not exist is bad input; ``mask``: it masks that
             modality of the sample.
         on_bad_sample: ``error`` raises :class:`ManifestError` at the first bad row; ``skip`` drops bad rows, logs
@@ -179,6 +181,7 @@ class ManifestDataModule(pl.LightningDataModule):
         bpe_vocab_size: int = 2000,
         max_ngrams: int = 65536,
         ngram_buckets: int = 2**18,
+        ngram_unique: bool = False,
         missing_file: str = "error",
         on_bad_sample: str = "error",
         allow_outside_root: bool = False,
@@ -226,7 +229,7 @@ class ManifestDataModule(pl.LightningDataModule):
         self.audio = dict(sample_rate=sample_rate, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length,
                           num_frames=num_frames)  # fmt: skip
         self.text_tokenizer_spec, self.max_text_len, self.bpe_vocab_size = text_tokenizer, max_text_len, bpe_vocab_size
-        self.ngram_buckets = int(ngram_buckets)
+        self.ngram_buckets, self.ngram_unique = int(ngram_buckets), bool(ngram_unique)
         # the ids per text of the chosen tokenizer: the cut that is counted in `truncated`
         self.text_len = int(max_ngrams) if text_tokenizer == "ngrams" else int(max_text_len)
         self.missing_file, self.on_bad_sample, self.allow_outside_root = missing_file, on_bad_sample, allow_outside_root
@@ -239,7 +242,7 @@ class ManifestDataModule(pl.LightningDataModule):
             "test_fraction": self.test_fraction, "split_seed": self.split_seed, "image_mode": image_mode,
             "image_size": self.image_size, "audio": self.audio, "text_tokenizer": text_tokenizer,
             "max_text_len": max_text_len, "bpe_vocab_size": bpe_vocab_size, "max_ngrams": max_ngrams,
-            "ngram_buckets": self.ngram_buckets, "missing_file": missing_file,
+            "ngram_buckets": self.ngram_buckets, "ngram_unique": self.ngram_unique, "missing_file": missing_file,
             "on_bad_sample": on_bad_sample, "allow_outside_root": allow_outside_root,
         }  # fmt: skip
         self.skipped: list[dict[str, Any]] = []
@@ -412,7 +415,11 @@ class ManifestDataModule(pl.LightningDataModule):
         self.split_rows = {s: data["splits"][s]["rows"].tolist() for s in SPLITS}
         self.tabular_stats = {m: TabularStats(**s) for m, s in data["tabular_stats"].items()}
         if self._has_text():
-            self.text_tokenizer = _tokenizer_from_cache(self.text_tokenizer_spec, data["tokenizer"], self.ngram_buckets)
+            self.text_tokenizer = _tokenizer_from_cache(
+                self.text_tokenizer_spec,
+                data["tokenizer"],
+                NgramTokenizer(buckets=self.ngram_buckets, unique=self.ngram_unique),
+            )
         if self.skipped:
             listed = "; ".join(f"row {s['row']} column {s['column']!r}: {s['reason']}" for s in self.skipped[:100])
             more = f"; ... and {len(self.skipped) - 100} more" if len(self.skipped) > 100 else ""
@@ -665,6 +672,7 @@ class ManifestDataModule(pl.LightningDataModule):
                 bpe_vocab_size=self.bpe_vocab_size,
                 max_len=self.text_len,
                 ngram_buckets=self.ngram_buckets,
+                ngram_unique=self.ngram_unique,
             )
         stats = {}
         for m, spec in self.columns.items():
@@ -1088,12 +1096,12 @@ def _sha256(path: Path) -> str:
 
 
 def _tokenizer_from_cache(
-    spec: str, saved: str | None, ngram_buckets: int
+    spec: str, saved: str | None, ngrams: NgramTokenizer
 ) -> ByteTokenizer | HFTokenizer | NgramTokenizer:
     if spec == "bytes":
         return ByteTokenizer()
     if spec == "ngrams":
-        return NgramTokenizer(buckets=ngram_buckets)
+        return ngrams
     if spec == "bpe":
         from tokenizers import Tokenizer
 

@@ -98,6 +98,8 @@ class NgramTokenizer:
 
     Args:
         buckets: number of hash buckets (embedding rows, padding excluded).
+        unique: keep each distinct id once per text (its first occurrence): a binary bag, which, like TF-IDF's
+            sublinear term frequency, keeps a word said ten times from outweighing ten other words.
     """
 
     PAD = 0
@@ -106,12 +108,12 @@ class NgramTokenizer:
     CHAR_NGRAMS = (2, 5)
     pads_to_longest = True  # the ids are a bag: a split needs no more columns than its longest text
 
-    def __init__(self, *, buckets: int = 2**18) -> None:
+    def __init__(self, *, buckets: int = 2**18, unique: bool = False) -> None:
         if buckets < 1:
             raise ValueError(f"datamodule.ngram_buckets must be positive, got {buckets}")
-        self.buckets = int(buckets)
+        self.buckets, self.unique = int(buckets), bool(unique)
         self.vocab_size = self.buckets + 1
-        self.fingerprint = f"ngrams-v1-{self.buckets}-{self.WORD_NGRAMS}-{self.CHAR_NGRAMS}"
+        self.fingerprint = f"ngrams-v1-{self.buckets}-{self.WORD_NGRAMS}-{self.CHAR_NGRAMS}-unique{self.unique}"
 
     def ngrams(self, text: str) -> list[str]:
         """The n-grams of ``text`` as strings (``w`` + word n-gram, ``c`` + character n-gram), in text order."""
@@ -136,6 +138,8 @@ class NgramTokenizer:
         the text is mostly whitespace."""
         piece = text[:max_len]
         ids = [zlib.crc32(g.encode("utf-8")) % self.buckets + 1 for g in self.ngrams(piece)]
+        if self.unique:
+            ids = list(dict.fromkeys(ids))
         return ids[:max_len], len(ids) > max_len or len(piece) < len(text)
 
 
@@ -267,14 +271,20 @@ def train_bpe(texts: Sequence[str], *, vocab_size: int, max_len: int) -> HFToken
 
 
 def build_text_tokenizer(
-    spec: str, train_texts: Sequence[str], *, bpe_vocab_size: int, max_len: int, ngram_buckets: int = 2**18
+    spec: str,
+    train_texts: Sequence[str],
+    *,
+    bpe_vocab_size: int,
+    max_len: int,
+    ngram_buckets: int = 2**18,
+    ngram_unique: bool = False,
 ) -> TextTokenizer:
     """The tokenizer named by ``spec`` (``bytes``, ``bpe``, ``hf:<path>`` or ``ngrams``); ``bpe`` is trained on
     ``train_texts``, which must come from the training split only, bounded for ``max_len`` tokens."""
     if spec == "bytes":
         return ByteTokenizer()
     if spec == "ngrams":
-        return NgramTokenizer(buckets=ngram_buckets)
+        return NgramTokenizer(buckets=ngram_buckets, unique=ngram_unique)
     if spec == "bpe":
         if not train_texts:
             raise ValueError("text_tokenizer=bpe needs text in the training split to learn from, but there is none")

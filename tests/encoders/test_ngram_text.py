@@ -33,6 +33,13 @@ def test_ngram_ids_are_fixed_crc32_buckets_and_the_cut_is_counted():
     assert ids.shape == (2, len(tok.ngrams("Hi"))) and not truncated.any()
 
 
+def test_a_unique_bag_keeps_each_id_once_in_first_occurrence_order():
+    text = "no no no way"
+    counted = NgramTokenizer(buckets=1 << 20).encode(text, 1000)
+    unique = NgramTokenizer(buckets=1 << 20, unique=True).encode(text, 1000)
+    assert unique == list(dict.fromkeys(counted)) and len(unique) < len(counted)
+
+
 @pytest.mark.parametrize("pooling", ["mean", "sum"])
 def test_bag_pools_the_embeddings_of_the_non_padding_ids(pooling):
     torch.manual_seed(0)

@@ -181,7 +181,7 @@ class ManifestDataModule(pl.LightningDataModule):
         bpe_vocab_size: int = 2000,
         max_ngrams: int = 65536,
         ngram_buckets: int = 2**18,
-        ngram_unique: bool = False,
+        ngram_unique: bool = True,
         missing_file: str = "error",
         on_bad_sample: str = "error",
         allow_outside_root: bool = False,

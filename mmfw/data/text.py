@@ -108,7 +108,7 @@ class NgramTokenizer:
     CHAR_NGRAMS = (2, 5)
     pads_to_longest = True  # the ids are a bag: a split needs no more columns than its longest text
 
-    def __init__(self, *, buckets: int = 2**18, unique: bool = False) -> None:
+    def __init__(self, *, buckets: int = 2**18, unique: bool = True) -> None:
         if buckets < 1:
             raise ValueError(f"datamodule.ngram_buckets must be positive, got {buckets}")
         self.buckets, self.unique = int(buckets), bool(unique)
@@ -277,7 +277,7 @@ def build_text_tokenizer(
     bpe_vocab_size: int,
     max_len: int,
     ngram_buckets: int = 2**18,
-    ngram_unique: bool = False,
+    ngram_unique: bool = True,
 ) -> TextTokenizer:
     """The tokenizer named by ``spec`` (``bytes``, ``bpe``, ``hf:<path>`` or ``ngrams``); ``bpe`` is trained on
     ``train_texts``, which must come from the training split only, bounded for ``max_len`` tokens."""

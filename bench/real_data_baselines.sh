@@ -5,12 +5,10 @@
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} WANDB_MODE=${WANDB_MODE:-offline}
 COMMON=(logger=csv callbacks.rich_progress_bar=null ++trainer.enable_progress_bar=false)
-run() {  # run <tag> <overrides...>: train, then the baseline on the run folder
+run() {  # run <tag> <overrides...>: train and test, then the linear baseline on the run's splits (baseline=true)
   local tag=$1; shift
-  mmfw-train "$@" "${COMMON[@]}" "tags=[$tag]" >/dev/null 2>&1 || { echo "FAILED: $*"; return; }
-  local dir; dir=$(ls -dt "${MMFW_ROOT:-.}"/logs/train/runs/* | head -1)
-  python -m mmfw.baseline run="$dir" >/dev/null 2>&1 || echo "BASELINE FAILED: $dir"
-  echo "$tag $dir"
+  mmfw-train "$@" "${COMMON[@]}" "tags=[$tag]" baseline=true >/dev/null 2>&1 || { echo "FAILED: $*"; return; }
+  echo "$tag $(ls -dt "${MMFW_ROOT:-.}"/logs/train/runs/* | head -1)"
 }
 for dataset in ${DATASETS:-drug_reviews emoji}; do
   case $dataset in

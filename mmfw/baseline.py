@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader
 from mmfw import run_folder
 from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec
 from mmfw.metrics import build_metrics, default_loss
-from mmfw.train import CONFIG_DIR
+from mmfw.train import CONFIG_DIR, default_monitor
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +323,7 @@ def run_baseline(
         datamodule.prepare_data()
         datamodule.setup(None)
     task: TaskSpec = datamodule.task
+    default_monitor(cfg, datamodule)  # monitor.metric=auto: the choice the run makes
     modalities = list(datamodule.modalities)
     kinds = modality_kinds(datamodule)
     monitor, mode = str(cfg.monitor.metric), str(cfg.monitor.mode)

@@ -34,14 +34,17 @@ def load_run_config(run_dir: Path) -> DictConfig:
 
     ``paths`` (data and cache folders) are the ones the run resolved when it trained (resolved_config.yaml): the
     composed config's ``${oc.env:...}`` defaults and relative paths would otherwise resolve against wherever
-    mmfw-eval is started, and write a new cache there.
+    mmfw-eval is started, and write a new cache there. ``monitor`` is the one the run used too
+    (``monitor.metric=auto`` is chosen from the data when the run is built).
     """
     cfg = OmegaConf.load(run_dir / run_folder.HYDRA_CONFIG)
     resolved = run_dir / run_folder.RESOLVED_CONFIG
-    trained_paths = OmegaConf.load(resolved).get("paths") if resolved.is_file() else None
+    trained = OmegaConf.load(resolved) if resolved.is_file() else OmegaConf.create()
     with open_dict(cfg):
-        if trained_paths is not None:
-            cfg.paths = trained_paths
+        if trained.get("paths") is not None:
+            cfg.paths = trained.paths
+        if trained.get("monitor") is not None:
+            cfg.monitor = trained.monitor
         cfg.paths.output_dir = str(run_dir)
     return cfg
 

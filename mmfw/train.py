@@ -89,17 +89,66 @@ def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
         )
 
 
+MINORITY_AUROC = 0.35
+"""``monitor.metric=auto`` monitors ``val/auroc`` for a binary task whose rarer class is below this share of the
+training split (accuracy rewards predicting the majority there), ``val/acc`` for other classification tasks and
+``val/mse`` for regression."""
+
+
+def apply_defaults(cfg: DictConfig) -> None:
+    """Fill in what the least config leaves out, in place, before anything is built.
+
+    ``modalities: null`` becomes every modality the datamodule configures (a manifest's ``columns``, in order),
+    else every configured ``encoder``. A modality of ``columns`` without ``encoder.<name>`` gets
+    ``encoder_defaults.<kind>`` (its ``kind`` there). Then ``encoder`` keeps only the
+    run's modalities and ``encoder_defaults`` is dropped, so the saved config lists just the encoders used.
+    """
+    columns = cfg.datamodule.get("columns") or {}
+    with open_dict(cfg):
+        if cfg.get("modalities") is None:
+            cfg.modalities = list(columns) or list(cfg.get("encoder") or {})
+        defaults = cfg.get("encoder_defaults") or {}
+        encoders = cfg.get("encoder") or {}
+        chosen = {}
+        for name in cfg.modalities:
+            kind = (columns.get(name) or {}).get("kind")
+            node = encoders.get(name)
+            if node is None and kind is not None and defaults.get(kind) is not None:
+                node = defaults[kind]
+            if node is not None:
+                chosen[name] = node
+        cfg.encoder = chosen
+        cfg.pop("encoder_defaults", None)
+
+
+def default_monitor(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
+    """Resolve ``monitor.metric=auto`` from the task and the training split's labels (see MINORITY_AUROC)."""
+    if cfg.monitor.metric != "auto":
+        return
+    task = datamodule.task
+    metric = {"regression": "val/mse"}.get(task.kind, "val/acc")
+    if task.kind == "binary":
+        target = getattr(datamodule.train_dataloader().dataset, "target", None)
+        if target is not None and len(target):
+            positive = float(torch.as_tensor(target, dtype=torch.float32).mean())
+            metric = "val/auroc" if min(positive, 1 - positive) < MINORITY_AUROC else metric
+    log.info("monitor.metric=auto: monitoring %s (%s task)", metric, task.kind)
+    cfg.monitor.metric = metric
+
+
 def build(cfg: DictConfig, stage: str = "fit") -> tuple[pl.LightningDataModule, pl.LightningModule]:
     """Datamodule first (it knows the task and input shapes), then encoders, fusion and the module.
 
     ``encoder.<modality>.frozen=true`` freezes any encoder. With ``feature_cache`` (default true) the returned
     datamodule is wrapped so that frozen encoders' outputs are computed once and cached (:mod:`mmfw.feature_cache`).
     """
+    apply_defaults(cfg)
     check_modalities(cfg)
     datamodule = hydra.utils.instantiate(cfg.datamodule)
     datamodule.prepare_data()
     datamodule.setup(stage)
     task = datamodule.task
+    default_monitor(cfg, datamodule)
     with open_dict(cfg):
         # Data-derived sizes reach configs by interpolation (e.g. fusion.num_outputs: ${data.num_outputs}).
         cfg.data = {"kind": task.kind, "num_outputs": task.num_outputs, "class_names": task.class_names}
@@ -167,6 +216,15 @@ def train(cfg: DictConfig) -> float | None:
             cached = isinstance(datamodule, feature_cache.FeatureCacheDataModule)
             extra = {"feature_cache": datamodule.describe()} if cached else {}
             run_folder.update_run_json(run_dir, threads=threads, **extra)
+        record_start(
+            cfg,
+            run_dir,
+            loggers,
+            skipped=getattr(datamodule, "skipped", None) or [],
+            resumed=checkpoint,
+            truncated=getattr(datamodule, "truncated", None) or {},
+        )
+        write_splits(datamodule, run_dir)
         # weights_only: checkpoints are data; torch's default can be switched off by TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
         trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         checkpointer = trainer.checkpoint_callback
@@ -189,6 +247,8 @@ def train(cfg: DictConfig) -> float | None:
                 test_metrics=test_metrics,
             )
             log.info("Run folder: %s", run_dir)
+            if cfg.get("baseline"):
+                run_linear_baseline(run_dir, datamodule, loggers)
     except resume.ResumeError:
         raise  # refused before anything in the run folder changed: it keeps its own record
     except BaseException as error:
@@ -208,6 +268,15 @@ def launcher_config() -> dict[str, Any] | None:
         return OmegaConf.to_container(HydraConfig.get().launcher, resolve=True)
     except ValueError:  # no Hydra runtime (train() called directly)
         return None
+def run_linear_baseline(run_dir: Path, datamodule: pl.LightningDataModule, loggers: list[Any]) -> None:
+    """``baseline=true``: the linear baseline on the run's own splits (mmfw.baseline), its test metrics merged into
+    the run folder and the W&B summary next to the model's."""
+    from mmfw.baseline import run_baseline  # imports this module: only when asked for
+
+    metrics = run_baseline(run_dir, datamodule=datamodule)["test_metrics"]
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(metrics)
 
 
 def check_accelerator(trainer_cfg: DictConfig) -> None:
@@ -250,13 +319,28 @@ def metrics_with_prefix(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
 
 
 @rank_zero_only
+def write_splits(datamodule: pl.LightningDataModule, run_dir: Path) -> None:
+    """``<run>/splits.csv``: which split each manifest row is in, for a datamodule that can tell
+    (``write_splits(path)``)."""
+    writer = getattr(datamodule, "write_splits", None)
+    if callable(writer):
+        writer(run_dir / "splits.csv")
+
+
+@rank_zero_only
 def record_start(
-    cfg: DictConfig, run_dir: Path, loggers: list[Any], skipped: list[dict], resumed: Path | None = None
+    cfg: DictConfig,
+    run_dir: Path,
+    loggers: list[Any],
+    skipped: list[dict],
+    resumed: Path | None = None,
+    truncated: dict[str, int] | None = None,
 ) -> None:
     """Write the resolved config, git commit and versions into the run folder and hand them to every logger.
 
     ``skipped`` lists the samples the datamodule skipped as bad (``on_bad_sample: skip``); they are written to
-    ``skipped_samples.json`` so nothing is dropped silently.
+    ``skipped_samples.json`` so nothing is dropped silently. ``truncated`` counts, per text modality, the texts
+    its tokenizer cut (run.json ``truncated``).
     """
     resolved = OmegaConf.to_container(cfg, resolve=True)
     overrides = sweep.task_overrides()
@@ -270,6 +354,8 @@ def record_start(
         (run_dir / "skipped_samples.json").write_text(json.dumps(skipped, indent=2, default=str) + "\n")
         log.warning("%d bad samples were skipped; see %s", len(skipped), run_dir / "skipped_samples.json")
         run_folder.update_run_json(run_dir, skipped_samples=len(skipped))
+    if truncated is not None:
+        run_folder.update_run_json(run_dir, truncated=dict(truncated))
     for logger in loggers:
         logger.log_hyperparams({**resolved, "overrides": overrides, "git": run_folder.run_git_state()})
         if isinstance(logger, WandbLogger):

@@ -75,6 +75,7 @@ def manifest_overrides(manifest: Path, modalities: list[str], target: str = "lab
         "datamodule.hop_length=64",
         "datamodule.num_frames=20",
         "datamodule.max_text_len=32",
+        "datamodule.text_tokenizer=bytes",
         f"modalities=[{','.join(modalities)}]",
         "+encoder/text@encoder.text=transformer",
         "encoder.text.d_model=16",

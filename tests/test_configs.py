@@ -20,13 +20,17 @@ from torchmetrics import MaxMetric, MinMetric
 from mmfw.data.batch import TaskSpec
 from mmfw.encoders import LeNetEncoder
 from mmfw.resolvers import monitor_mode
-from mmfw.train import CONFIG_DIR, ConfigError, build, check_modalities, instantiate_group
+from mmfw.train import CONFIG_DIR, ConfigError, apply_defaults, build, check_modalities, instantiate_group
 
 CONF = Path(CONFIG_DIR)
 # Overrides that make a group's config composable on its own (required values, CPU-only machines).
 NEEDS = {
     "encoder/image/timm": ["encoder.image.model_name=resnet18"],
-    "datamodule/manifest": ["datamodule.manifest=samples.csv", "datamodule.target=label"],
+    "datamodule/manifest": [
+        "datamodule.manifest=samples.csv",
+        "datamodule.target=label",
+        "+datamodule.columns={t: {kind: text, column: t}}",
+    ],
 }
 
 
@@ -147,7 +151,10 @@ def test_unknown_modality_in_data_names_the_key(tmp_path):
 def test_resolved_config_has_no_missing_values(tmp_path):
     cfg = compose_train([], tmp_path)
     OmegaConf.to_container(cfg.model, resolve=True, throw_on_missing=True)
-    assert cfg.seed == 1234 and list(cfg.modalities) == ["image", "audio"]
+    assert cfg.seed == 1234 and cfg.modalities is None
+    apply_defaults(cfg)  # null: every configured encoder
+    assert list(cfg.modalities) == ["image", "audio"] and list(cfg.encoder) == ["image", "audio"]
+    assert "encoder_defaults" not in cfg
 
 
 @pytest.mark.parametrize(
@@ -165,7 +172,9 @@ def test_monitor_mode_follows_the_metric_unless_set(overrides, mode, tmp_path):
     callbacks = instantiate_group(cfg.callbacks)
     watching = [c for c in callbacks if isinstance(c, ModelCheckpoint | EarlyStopping)]
     assert len(watching) == 2 and all(c.mode == mode for c in watching)
-    encoders = {name: LeNetEncoder(1, channels=(4,), out_dim=8) for name in cfg.modalities}
+    if cfg.monitor.metric == "auto":  # build() chooses it from the data: val/acc for this multiclass task
+        cfg.monitor.metric = "val/acc"
+    encoders = {name: LeNetEncoder(1, channels=(4,), out_dim=8) for name in ("image", "audio")}
     module = hydra.utils.instantiate(cfg.model, _partial_=True)(
         encoders=encoders, fusion=hydra.utils.instantiate(cfg.fusion), task=TaskSpec("multiclass", 3, ["a", "b", "c"])
     )

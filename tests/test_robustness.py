@@ -291,7 +291,7 @@ def test_effective_robustness_against_a_baseline_run(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- manifest
 TINY_MANIFEST = dict(image_size=12, sample_rate=8000, n_mels=16, n_fft=128, hop_length=64, num_frames=20,
-                     max_text_len=24, batch_size=8, seed=0)  # fmt: skip
+                     max_text_len=24, text_tokenizer="bytes", batch_size=8, seed=0)  # fmt: skip
 COLUMNS = {
     "photo": {"kind": "image", "column": "img"},
     "voice": {"kind": "audio", "column": "wav"},

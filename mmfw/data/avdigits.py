@@ -61,7 +61,7 @@ class AVDigitsDataModule(pl.LightningDataModule):
     Args:
         raw_dir: folder with ``fsdd/recordings/*.wav`` and ``mnist/mnist.npz`` (downloaded there if missing).
         cache_dir: writable folder for the processed arrays, one sub-folder per construction.
-        modalities: any of ``image``, ``audio``, in the order of the mask columns.
+        modalities: any of ``image``, ``audio``, in the order of the mask columns; None: both.
         train_size: training pairs; images from MNIST train.
         val_size: validation pairs; other MNIST train images than the training ones.
         test_size: test pairs; images from MNIST test.
@@ -87,7 +87,7 @@ class AVDigitsDataModule(pl.LightningDataModule):
         *,
         raw_dir: str,
         cache_dir: str,
-        modalities: list[str],
+        modalities: list[str] | None,
         train_size: int = 10_000,
         val_size: int = 2_000,
         test_size: int = 5_000,
@@ -107,7 +107,7 @@ class AVDigitsDataModule(pl.LightningDataModule):
         download: bool = True,
     ) -> None:
         super().__init__()
-        modalities = list(modalities)
+        modalities = list(AVAILABLE_MODALITIES if modalities is None else modalities)
         unknown = [m for m in modalities if m not in AVAILABLE_MODALITIES]
         if unknown or not modalities or len(set(modalities)) != len(modalities):
             raise ValueError(

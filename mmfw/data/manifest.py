@@ -6,7 +6,8 @@ caption}, meta: {kind: tabular, numeric: [age], categorical: [color]}}``. Sample
 
     image    (C, H, W) float in [0, 1]      C = 1 (image_mode L) or 3 (RGB)
     audio    (1, n_mels, num_frames) float  log-mel of the recording resampled to sample_rate
-    text     (max_text_len,) long           ids of the configured tokenizer, right-padded with its pad id
+    text     (L,) long                      ids of the configured tokenizer, right-padded with its pad id;
+                                            L = max_text_len, or for ngrams the split's longest text
     tabular  {"numeric": (N,) float, "numeric_missing": (N,) bool, "categorical": (C,) long}
     mask     (M,) bool                      False where the cell is empty / NaN (or the file missing, with
                                             missing_file=mask); that modality's tensor is then zeros
@@ -48,6 +49,7 @@ from mmfw.data.tabular import TabularStats, category_key, decimal_value
 from mmfw.data.text import (
     ByteTokenizer,
     HFTokenizer,
+    NgramTokenizer,
     build_text_tokenizer,
     encode_padded,
     load_pretrained_tokenizer,
@@ -112,7 +114,7 @@ class ManifestDataModule(pl.LightningDataModule):
     Args:
         manifest: CSV/TSV, JSONL or Parquet file; relative paths in it are relative to its folder.
         encoding: text encoding of a CSV/TSV or JSONL manifest (``utf-8``; ``latin-1``, ``cp1252``, ...).
-        modalities: the configured modalities this run uses, in mask-column order.
+        modalities: the configured modalities this run uses, in mask-column order; None: every one of ``columns``.
         columns: ``{modality: {kind: image|audio|text, column: name}}`` or ``{modality: {kind: tabular,
             numeric: [names], categorical: [names]}}``.
         target: label column (a list of columns for multi-output regression).
@@ -122,7 +124,9 @@ class ManifestDataModule(pl.LightningDataModule):
         split_column: column with ``train``/``val``/``test``; when absent (or None) a seeded split is drawn.
         val_fraction: share of rows for validation in the seeded split.
         test_fraction: share of rows for test in the seeded split.
-        seed: seed of the split (stratified by label for classification).
+        split_seed: seed of the seeded split (stratified by label for classification); fixed by default, so that
+            runs with different ``seed`` see one split.
+        seed: seed of the training batches' shuffling order.
         image_mode: ``L`` or ``RGB``; every image is converted to it.
         image_size: side of the square output image, or ``[H, W]``.
         sample_rate: audio is resampled to this rate.
@@ -130,9 +134,15 @@ class ManifestDataModule(pl.LightningDataModule):
         n_fft: STFT window in samples.
         hop_length: STFT hop in samples.
         num_frames: spectrogram frames (centre-cropped or padded): ``(num_frames - 1) * hop_length`` samples.
-        text_tokenizer: ``bytes``, ``bpe`` (trained on the training split's text) or ``hf:<model folder or package>``.
-        max_text_len: token ids per text, padded or truncated.
+        text_tokenizer: ``ngrams`` (hashed word and character n-grams, for the ``ngram`` encoder), ``bytes``, ``bpe``
+            (trained on the training split's text) or ``hf:<model folder or package>``.
+        max_text_len: token ids per text, padded or truncated (``bytes``, ``bpe``, ``hf:``).
         bpe_vocab_size: vocabulary size of the ``bpe`` tokenizer.
+        max_ngrams: ``ngrams`` only: n-gram ids per text at most (a safety cap; each split is padded to its
+            longest text).
+        ngram_buckets: ``ngrams`` only: hash buckets (the encoder's embedding rows).
+        ngram_unique: ``ngrams`` only: each distinct n-gram once per text (a binary bag) rather than as often as
+            it occurs.
         missing_file: ``error``: a referenced file that does not exist is bad input; ``mask``: it masks that
             modality of the sample.
         on_bad_sample: ``error`` raises :class:`ManifestError` at the first bad row; ``skip`` drops bad rows, logs
@@ -149,7 +159,7 @@ class ManifestDataModule(pl.LightningDataModule):
         *,
         manifest: str,
         encoding: str = "utf-8",
-        modalities: Sequence[str],
+        modalities: Sequence[str] | None,
         columns: Mapping[str, Mapping[str, Any]],
         target: str | Sequence[str],
         task: str | None = None,
@@ -157,6 +167,7 @@ class ManifestDataModule(pl.LightningDataModule):
         split_column: str | None = "split",
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
+        split_seed: int = 0,
         seed: int = 0,
         image_mode: str = "RGB",
         image_size: int | Sequence[int] = 64,
@@ -165,9 +176,12 @@ class ManifestDataModule(pl.LightningDataModule):
         n_fft: int = 400,
         hop_length: int = 160,
         num_frames: int = 101,
-        text_tokenizer: str = "bytes",
+        text_tokenizer: str = "ngrams",
         max_text_len: int = 64,
         bpe_vocab_size: int = 2000,
+        max_ngrams: int = 65536,
+        ngram_buckets: int = 2**18,
+        ngram_unique: bool = True,
         missing_file: str = "error",
         on_bad_sample: str = "error",
         allow_outside_root: bool = False,
@@ -185,7 +199,7 @@ class ManifestDataModule(pl.LightningDataModule):
                              "cp1252, ...)") from None  # fmt: skip
         self.encoding = encoding
         self.columns = _check_columns(_plain(columns))
-        self.modalities = list(_plain(modalities))
+        self.modalities = list(self.columns) if modalities is None else list(_plain(modalities))
         unknown = [m for m in self.modalities if m not in self.columns]
         if unknown or not self.modalities:
             raise ValueError(
@@ -199,17 +213,25 @@ class ManifestDataModule(pl.LightningDataModule):
         _choice("image_mode", image_mode, ("L", "RGB"))
         _choice("missing_file", missing_file, ("error", "mask"))
         _choice("on_bad_sample", on_bad_sample, ("error", "skip"))
-        if not (text_tokenizer in ("bytes", "bpe") or (text_tokenizer.startswith("hf:") and len(text_tokenizer) > 3)):
-            raise ValueError(f"datamodule.text_tokenizer must be bytes, bpe or hf:<path>, got {text_tokenizer!r}")
+        if not (
+            text_tokenizer in ("ngrams", "bytes", "bpe") or (text_tokenizer.startswith("hf:") and text_tokenizer[3:])
+        ):
+            raise ValueError(
+                f"datamodule.text_tokenizer must be ngrams, bytes, bpe or hf:<path>, got {text_tokenizer!r}"
+            )
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ValueError("datamodule.val_fraction and test_fraction must be in [0, 1) with a sum below 1")
         size = [int(image_size)] * 2 if isinstance(image_size, int) else [int(s) for s in _plain(image_size)]
         self.task_kind, self.label_delimiter, self.split_column = task, label_delimiter, split_column
-        self.val_fraction, self.test_fraction, self.seed = float(val_fraction), float(test_fraction), int(seed)
+        self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
+        self.split_seed, self.seed = int(split_seed), int(seed)
         self.image_mode, self.image_size = image_mode, (size[0], size[1])
         self.audio = dict(sample_rate=sample_rate, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length,
                           num_frames=num_frames)  # fmt: skip
         self.text_tokenizer_spec, self.max_text_len, self.bpe_vocab_size = text_tokenizer, max_text_len, bpe_vocab_size
+        self.ngram_buckets, self.ngram_unique = int(ngram_buckets), bool(ngram_unique)
+        # the ids per text of the chosen tokenizer: the cut that is counted in `truncated`
+        self.text_len = int(max_ngrams) if text_tokenizer == "ngrams" else int(max_text_len)
         self.missing_file, self.on_bad_sample, self.allow_outside_root = missing_file, on_bad_sample, allow_outside_root
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
@@ -217,14 +239,15 @@ class ManifestDataModule(pl.LightningDataModule):
         self._settings = {
             "encoding": encoding, "columns": self.columns, "target": self.target, "task": task,
             "label_delimiter": label_delimiter, "split_column": split_column, "val_fraction": self.val_fraction,
-            "test_fraction": self.test_fraction, "seed": self.seed, "image_mode": image_mode,
+            "test_fraction": self.test_fraction, "split_seed": self.split_seed, "image_mode": image_mode,
             "image_size": self.image_size, "audio": self.audio, "text_tokenizer": text_tokenizer,
-            "max_text_len": max_text_len, "bpe_vocab_size": bpe_vocab_size, "missing_file": missing_file,
+            "max_text_len": max_text_len, "bpe_vocab_size": bpe_vocab_size, "max_ngrams": max_ngrams,
+            "ngram_buckets": self.ngram_buckets, "ngram_unique": self.ngram_unique, "missing_file": missing_file,
             "on_bad_sample": on_bad_sample, "allow_outside_root": allow_outside_root,
         }  # fmt: skip
         self.skipped: list[dict[str, Any]] = []
         self.truncated: dict[str, int] = {}
-        self.text_tokenizer: ByteTokenizer | HFTokenizer | None = None
+        self.text_tokenizer: ByteTokenizer | HFTokenizer | NgramTokenizer | None = None
         self.tabular_stats: dict[str, TabularStats] = {}
         self.split_rows: dict[str, list[int]] = {}
         self._data: dict[str, Any] | None = None
@@ -285,6 +308,25 @@ class ManifestDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+    def write_splits(self, path: Path) -> None:
+        """``path`` as CSV ``row,split``: each manifest data row (1-based, header not counted) and its split;
+        rows dropped as bad (``on_bad_sample: skip``) are ``skipped``."""
+        table = [(row, split) for split in SPLITS for row in self.split_rows[split]]
+        table += [(s["row"], "skipped") for s in self.skipped]
+        with Path(path).open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["row", "split"])
+            writer.writerows(sorted(table))
+
+    def raw_texts(self, split: str, modality: str) -> list[str]:
+        """The raw strings of text ``modality`` in ``split``, in dataset order ("" where missing)."""
+        if self.columns[modality]["kind"] != "text":
+            raise ValueError(f"modality {modality!r} is {self.columns[modality]['kind']}, not text")
+        records = read_manifest(self.manifest, encoding=self.encoding)
+        column = self.columns[modality]["column"]
+        values = (records[row - 1].get(column) for row in self.split_rows[split])
+        return ["" if _is_missing(v) else str(v) for v in values]
+
     # ------------------------------------------------------------------ robustness hook (mmfw.robustness)
     @property
     def modality_kinds(self) -> dict[str, str]:
@@ -309,7 +351,7 @@ class ManifestDataModule(pl.LightningDataModule):
         if kind == "text":
             texts = [corrupt(str(v), index=i) if present[i] else "" for i, v in enumerate(values)]
             present &= torch.tensor([not _is_missing(t) for t in texts], dtype=torch.bool)
-            ids = encode_padded(self.text_tokenizer, texts, self.max_text_len)
+            ids = encode_padded(self.text_tokenizer, texts, self.text_len)
             ids[~present.numpy()] = self.text_tokenizer.pad_id
             decoded = torch.from_numpy(ids)
         else:
@@ -373,7 +415,11 @@ class ManifestDataModule(pl.LightningDataModule):
         self.split_rows = {s: data["splits"][s]["rows"].tolist() for s in SPLITS}
         self.tabular_stats = {m: TabularStats(**s) for m, s in data["tabular_stats"].items()}
         if self._has_text():
-            self.text_tokenizer = _tokenizer_from_cache(self.text_tokenizer_spec, data["tokenizer"])
+            self.text_tokenizer = _tokenizer_from_cache(
+                self.text_tokenizer_spec,
+                data["tokenizer"],
+                NgramTokenizer(buckets=self.ngram_buckets, unique=self.ngram_unique),
+            )
         if self.skipped:
             listed = "; ".join(f"row {s['row']} column {s['column']!r}: {s['reason']}" for s in self.skipped[:100])
             more = f"; ... and {len(self.skipped) - 100} more" if len(self.skipped) > 100 else ""
@@ -385,8 +431,9 @@ class ManifestDataModule(pl.LightningDataModule):
         for m, count in data["truncated"].items():
             log.log(
                 logging.WARNING if count["truncated"] else logging.INFO,
-                "text column %r (modality %r): %d of %d texts had more than max_text_len=%d tokens and were cut",
-                self.columns[m]["column"], m, count["truncated"], count["texts"], self.max_text_len,
+                "text column %r (modality %r): %d of %d texts had more than %s=%d tokens and were cut",
+                self.columns[m]["column"], m, count["truncated"], count["texts"],
+                "max_ngrams" if self.text_tokenizer_spec == "ngrams" else "max_text_len", self.text_len,
             )  # fmt: skip
         sizes = {s: len(data["splits"][s]["target"]) for s in SPLITS}
         log.info("manifest %s: %s samples, task %s", self.manifest, sizes, self._task)
@@ -482,7 +529,7 @@ class ManifestDataModule(pl.LightningDataModule):
         if not use_split_column:
             rows = np.flatnonzero(alive)
             strata = None if kind == "regression" else [json.dumps(targets[i]) for i in rows]
-            drawn = seeded_split(len(rows), strata, self.val_fraction, self.test_fraction, self.seed)
+            drawn = seeded_split(len(rows), strata, self.val_fraction, self.test_fraction, self.split_seed)
             for i, split in zip(rows, drawn, strict=True):
                 splits[i] = split
         train = [i for i in np.flatnonzero(alive) if splits[i] == "train"]
@@ -623,7 +670,9 @@ class ManifestDataModule(pl.LightningDataModule):
                 self.text_tokenizer_spec,
                 [t for t in texts if t is not None],
                 bpe_vocab_size=self.bpe_vocab_size,
-                max_len=self.max_text_len,
+                max_len=self.text_len,
+                ngram_buckets=self.ngram_buckets,
+                ngram_unique=self.ngram_unique,
             )
         stats = {}
         for m, spec in self.columns.items():
@@ -644,7 +693,7 @@ class ManifestDataModule(pl.LightningDataModule):
             present = [v is not None for v in column]
             mask[:, j] = torch.tensor(present, dtype=torch.bool)
             if spec["kind"] == "text":
-                ids, cut = tokenize_padded(tokenizer, [v or "" for v in column], self.max_text_len)
+                ids, cut = tokenize_padded(tokenizer, [v or "" for v in column], self.text_len)
                 ids[~np.asarray(present, dtype=bool)] = tokenizer.pad_id  # a missing text is all padding
                 inputs[m] = torch.from_numpy(ids)
                 truncated[m] = {"truncated": int(cut[present].sum()), "texts": int(sum(present))}
@@ -1046,9 +1095,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _tokenizer_from_cache(spec: str, saved: str | None) -> ByteTokenizer | HFTokenizer:
+def _tokenizer_from_cache(
+    spec: str, saved: str | None, ngrams: NgramTokenizer
+) -> ByteTokenizer | HFTokenizer | NgramTokenizer:
     if spec == "bytes":
         return ByteTokenizer()
+    if spec == "ngrams":
+        return ngrams
     if spec == "bpe":
         from tokenizers import Tokenizer
 

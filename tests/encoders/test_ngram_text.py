@@ -1,0 +1,68 @@
+"""The n-gram bag encoder and its tokenizer: the pooling formula, padding, the hashed n-grams and their cut."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+
+from mmfw.data.text import NgramTokenizer, tokenize_padded
+from mmfw.encoders import NgramTextEncoder
+
+
+def test_ngrams_are_word_1_2_grams_then_char_2_5_grams_of_each_padded_word():
+    grams = NgramTokenizer(buckets=97).ngrams("Hi, yo")
+    words = ["whi", "wyo", "whi yo"]
+    chars_hi = ["c h", "chi", "ci,", "c, ", "c hi", "chi,", "ci, ", "c hi,", "chi, ", "c hi, "]
+    chars_yo = ["c y", "cyo", "co ", "c yo", "cyo ", "c yo "]
+    assert grams == words + chars_hi + chars_yo
+
+
+def test_ngram_ids_are_fixed_crc32_buckets_and_the_cut_is_counted():
+    tok = NgramTokenizer(buckets=97, unique=False)
+    ids, cut = tok.encode_with_truncation("Hi, yo", 1000)
+    assert ids == [zlib.crc32(g.encode()) % 97 + 1 for g in tok.ngrams("Hi, yo")] and not cut
+    assert min(ids) >= 1 and max(ids) <= 97 and tok.vocab_size == 98 and tok.pad_id == 0
+    short, cut = tok.encode_with_truncation("Hi, yo", 5)
+    assert cut and len(short) <= 5
+    ids, truncated = tokenize_padded(tok, ["Hi, yo", "", "a b c d e f g h"], 10)
+    # a bag is padded to the longest text (at most the cap), not to the cap
+    assert ids.shape == (3, 10) and (ids[1] == 0).all() and truncated.tolist() == [True, False, True]
+    ids, truncated = tokenize_padded(tok, ["Hi", "a"], 1000)
+    assert ids.shape == (2, len(tok.ngrams("Hi"))) and not truncated.any()
+
+
+def test_a_unique_bag_keeps_each_id_once_in_first_occurrence_order():
+    text = "no no no way"
+    counted = NgramTokenizer(buckets=1 << 20, unique=False).encode(text, 1000)
+    unique = NgramTokenizer(buckets=1 << 20, unique=True).encode(text, 1000)
+    assert unique == list(dict.fromkeys(counted)) and len(unique) < len(counted)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "sum"])
+def test_bag_pools_the_embeddings_of_the_non_padding_ids(pooling):
+    torch.manual_seed(0)
+    enc = NgramTextEncoder(50, pad_id=0, dim=8, pooling=pooling, lr_scale=3.0)
+    ids = torch.tensor([[3, 7, 7, 0, 0], [0, 0, 0, 0, 0], [49, 1, 2, 3, 4]])
+    table = 3.0 * enc.bag.weight.detach()  # E = lr_scale * E'
+    assert table.abs().max() <= 1 / 8  # fastText's init of E: uniform(-1/dim, 1/dim)
+    rows = [[3, 7, 7], [], [49, 1, 2, 3, 4]]
+    expected = torch.stack([
+        table[r].mean(0) if pooling == "mean" and r else table[r].sum(0) if r else torch.zeros(8) for r in rows
+    ])  # fmt: skip
+    out = enc(ids)
+    assert out.shape == (3, 8) and enc.out_dim == 8
+    torch.testing.assert_close(out, expected)
+    with torch.no_grad():
+        enc.bag.weight[0].fill_(5.0)  # the padding row is never read
+    torch.testing.assert_close(enc(torch.cat([ids, torch.zeros(3, 4, dtype=torch.long)], 1)), expected)
+
+
+def test_bag_with_a_hidden_layer_and_gradients():
+    enc = NgramTextEncoder(30, dim=4, hidden_dim=6, dropout=0.0)
+    out = enc(torch.tensor([[1, 2, 0], [5, 0, 0]]))
+    assert out.shape == (2, 6) and enc.out_dim == 6
+    out.sum().backward()
+    grad = enc.bag.weight.grad
+    assert grad[[1, 2, 5]].abs().sum() > 0 and grad[0].abs().sum() == 0 and grad[3].abs().sum() == 0

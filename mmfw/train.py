@@ -268,6 +268,8 @@ def launcher_config() -> dict[str, Any] | None:
         return OmegaConf.to_container(HydraConfig.get().launcher, resolve=True)
     except ValueError:  # no Hydra runtime (train() called directly)
         return None
+
+
 def run_linear_baseline(run_dir: Path, datamodule: pl.LightningDataModule, loggers: list[Any]) -> None:
     """``baseline=true``: the linear baseline on the run's own splits (mmfw.baseline), its test metrics merged into
     the run folder and the W&B summary next to the model's."""

@@ -49,6 +49,7 @@ def overrides(manifest: Path, cache: Path, *extra: str) -> list[str]:
         "datamodule.target=label",
         "+datamodule.columns.text={kind:text,column:caption}",
         "+datamodule.columns.meta={kind:tabular,numeric:[size],categorical:[shop]}",
+        "datamodule.text_tokenizer=bytes",  # the Transformer reads byte ids (the manifest default is ngrams)
         "datamodule.max_text_len=32",
         "datamodule.batch_size=8",
         "modalities=[text,meta]",

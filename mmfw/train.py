@@ -211,11 +211,6 @@ def train(cfg: DictConfig) -> float | None:
             *resume.fault_tolerance_callbacks(seed=cfg.seed, checkpoint_dir=run_dir / run_folder.CHECKPOINT_DIR),
         ]
         trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-        record_start(cfg, run_dir, loggers, skipped=getattr(datamodule, "skipped", None) or [], resumed=checkpoint)
-        if rank_zero_only.rank == 0:
-            cached = isinstance(datamodule, feature_cache.FeatureCacheDataModule)
-            extra = {"feature_cache": datamodule.describe()} if cached else {}
-            run_folder.update_run_json(run_dir, threads=threads, **extra)
         record_start(
             cfg,
             run_dir,
@@ -224,6 +219,10 @@ def train(cfg: DictConfig) -> float | None:
             resumed=checkpoint,
             truncated=getattr(datamodule, "truncated", None) or {},
         )
+        if rank_zero_only.rank == 0:
+            cached = isinstance(datamodule, feature_cache.FeatureCacheDataModule)
+            extra = {"feature_cache": datamodule.describe()} if cached else {}
+            run_folder.update_run_json(run_dir, threads=threads, **extra)
         write_splits(datamodule, run_dir)
         # weights_only: checkpoints are data; torch's default can be switched off by TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
         trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)

@@ -159,6 +159,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, avdigits_raw):
 
     before, after = run_json(reference), run_json(killed)
     assert after["status"] == "completed" and after["resumes"][0]["previous_status"] == "running"
+    assert len(after["resumes"]) == 1  # one resumption recorded once
     assert after["test_metrics"] == before["test_metrics"]
     assert after["monitor"] == before["monitor"]
     assert metrics_by_epoch(killed) == metrics_by_epoch(reference)  # every epoch, before and after the kill

@@ -47,3 +47,11 @@ def test_missing_indicator_changes_the_features():
 def test_needs_some_columns():
     with pytest.raises(ValueError, match="at least one"):
         TabularMLPEncoder(0, [])
+
+
+def test_categorical_embeddings_start_with_the_configured_spread():
+    torch.manual_seed(0)
+    small = TabularMLPEncoder(0, [2000], embed_dim=16)
+    assert abs(small.embeddings[0].weight.std().item() - 0.01) < 0.001  # the default init_std
+    wide = TabularMLPEncoder(0, [2000], embed_dim=16, init_std=1.0)
+    assert abs(wide.embeddings[0].weight.std().item() - 1.0) < 0.05

@@ -162,17 +162,18 @@ def record_wandb_segment(run_dir: Path, run) -> None:
 
 
 def check_checkpoint_fits(
-    model: torch.nn.Module, checkpoint: Path, *, max_epochs: int | None, overrides: list[str]
+    model: torch.nn.Module, checkpoint: Path, saved: dict, *, max_epochs: int | None, overrides: list[str]
 ) -> None:
     """Refuse, before the run folder changes, a resumed config whose model or horizon the checkpoint cannot continue.
 
     Args:
         model: the module built from the resumed run's config (with the values changed on resume).
+        checkpoint: the checkpoint's path (named in the errors); ``saved`` is its content
+            (``run_folder.load_checkpoint``).
         max_epochs: ``trainer.max_epochs``; it must leave an epoch to train after the checkpoint's.
         overrides: this invocation's overrides; the values changed on resume are named in the error.
     """
     changes = [override for override in overrides if not override.startswith(("resume=", "hydra."))]
-    saved = run_folder.load_checkpoint(checkpoint, mmap=True)
     weights, current = saved["state_dict"], model.state_dict()
     differences = [f"{key} is not in the checkpoint" for key in sorted(current.keys() - weights.keys())]
     differences += [f"{key} is only in the checkpoint" for key in sorted(weights.keys() - current.keys())]
@@ -197,12 +198,12 @@ def check_checkpoint_fits(
 
 
 @rank_zero_only
-def keep_csv_history(loggers: list, checkpoint: Path) -> None:
+def keep_csv_history(loggers: list, step: int) -> None:
     """Keep the rows a resumed run logged before its checkpoint: Lightning's CSVLogger deletes metrics.csv on start.
 
-    Rows logged after the checkpoint (by the part of an epoch that is trained again) are dropped, not duplicated.
+    Rows logged at or after the checkpoint's global ``step`` (by the part of an epoch that is trained again) are
+    dropped, not duplicated.
     """
-    step = int(run_folder.load_checkpoint(checkpoint, mmap=True).get("global_step", 0))
     for logger in loggers:
         path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
         if path is None or not path.is_file():

@@ -184,13 +184,13 @@ def train(cfg: DictConfig) -> float | None:
     Whatever stops it, run.json says how: ``completed``, ``failed`` with the error, or ``interrupted``.
     """
     run_dir = Path(cfg.paths.output_dir)
-    trainer = checkpoint = None
+    trainer = checkpoint = saved = None
     loggers: list[Any] = []
     if cfg.get("resume"):
         # Outside the try: a resume that cannot start must not mark the run it points at as failed.
         cfg, checkpoint = resume.load_run_to_resume(cfg, sweep.task_overrides())
         if checkpoint is not None:
-            run_folder.load_checkpoint(checkpoint, mmap=True)  # refuses a checkpoint that would run code
+            saved = run_folder.load_checkpoint(checkpoint, mmap=True)  # refuses a checkpoint that would run code
     try:
         check_added_keys(cfg, sweep.task_overrides())
         check_value_types(cfg, sweep.task_overrides())
@@ -201,11 +201,12 @@ def train(cfg: DictConfig) -> float | None:
         datamodule, model = build(cfg)
         if checkpoint is not None:
             resume.check_checkpoint_fits(
-                model, checkpoint, max_epochs=cfg.trainer.get("max_epochs"), overrides=sweep.task_overrides()
+                model, checkpoint, saved, max_epochs=cfg.trainer.get("max_epochs"), overrides=sweep.task_overrides()
             )
         loggers = instantiate_group(cfg.get("logger"))
         if checkpoint is not None:
-            resume.keep_csv_history(loggers, checkpoint)
+            resume.keep_csv_history(loggers, step=int(saved.get("global_step", 0)))
+            saved = None  # Lightning loads the checkpoint itself in fit()
         callbacks = [
             *instantiate_group(cfg.get("callbacks")),
             *resume.fault_tolerance_callbacks(seed=cfg.seed, checkpoint_dir=run_dir / run_folder.CHECKPOINT_DIR),

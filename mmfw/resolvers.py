@@ -75,8 +75,9 @@ def optuna_direction(mode: str) -> str:
 def on_rank_zero(value: object) -> object:
     # Ranks that torchrun or srun start run the same command as rank 0, into the same run folder; Lightning's own
     # DDP launcher already passes hydra.output_subdir=null to the ranks it starts (LOCAL_RANK).
-    rank = next((os.environ[key] for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID") if os.environ.get(key)), "0")
-    return value if int(rank) == 0 else None
+    from mmfw.run_folder import launch_rank
+
+    return value if launch_rank() == 0 else None
 
 
 def rank_suffix() -> str:

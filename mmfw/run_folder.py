@@ -30,10 +30,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
-from pytorch_lightning.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +138,16 @@ def claim_run_folder(run_dir: str | Path, *, overrides: list[str]) -> None:
         f.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
+def launch_rank() -> int:
+    """This process's rank as its launcher set it (Lightning's DDP launcher, torchrun, srun, jsrun), 0 otherwise.
+
+    The environment variables Lightning's ``rank_zero_only`` reads, without importing Lightning: run folders are read
+    by light commands (mmfw-compare) too.
+    """
+    keys = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+    return int(next((os.environ[key] for key in keys if os.environ.get(key)), "0"))
+
+
 class ClaimRunFolder(Callback):
     """Hydra callback (conf/hydra/default.yaml): a single run checks its folder before Hydra writes into it.
 
@@ -156,7 +164,7 @@ class ClaimRunFolder(Callback):
         try:
             if config.get("resume"):
                 check_run_folder(config.resume, key="resume")
-            elif rank_zero_only.rank == 0:
+            elif launch_rank() == 0:
                 claim_run_folder(config.hydra.run.dir, overrides=list(config.hydra.overrides.task))
         except (NotARunFolderError, RunFolderTakenError) as error:
             # Hydra turns an exception raised in a callback into a warning and runs the job all the same.
@@ -244,6 +252,8 @@ def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     Unpickling other objects runs code chosen by whoever wrote the file. Nothing mmfw or Lightning stores needs more
     (tests/test_train_eval.py loads a real run's checkpoints this way), so a file that does is refused, not trusted.
     """
+    import torch  # here, not at the top: mmfw-compare reads run folders without torch
+
     path = Path(path)
     try:
         return torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)

@@ -14,7 +14,6 @@ from cli_helpers import QUIET, mmfw, output
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
-from pytorch_lightning.utilities import rank_zero_only
 
 from mmfw import run_folder
 from mmfw.train import CONFIG_DIR, record_stop
@@ -74,7 +73,9 @@ def test_only_one_of_many_concurrent_runs_claims_a_folder(tmp_path):
 def test_ddp_ranks_and_resumed_runs_join_the_folder(tmp_path, monkeypatch):
     run = finished_run(tmp_path / "run")
     run_folder.ClaimRunFolder().on_run_start(hydra_run_config(run, resume=str(run)))  # resume=: continue in place
-    monkeypatch.setattr(rank_zero_only, "rank", 1)  # Lightning starts rank 1 with hydra.run.dir=<rank 0's folder>
+    for key in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # Lightning starts rank 1 so, with hydra.run.dir=<rank 0's folder>
     run_folder.ClaimRunFolder().on_run_start(hydra_run_config(run))
     assert run_folder.read_run_json(run)["status"] == "completed"
 

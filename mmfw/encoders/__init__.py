@@ -2,6 +2,7 @@
 
 from mmfw.encoders.lenet import LeNetEncoder
 from mmfw.encoders.ngram_text import NgramTextEncoder
+from mmfw.encoders.recurrent import RecurrentEncoder
 from mmfw.encoders.tabular import TabularMLPEncoder
 from mmfw.encoders.text import HFTextEncoder, TextTransformerEncoder
 from mmfw.encoders.timm_backbone import TimmEncoder
@@ -10,6 +11,7 @@ __all__ = [
     "HFTextEncoder",
     "LeNetEncoder",
     "NgramTextEncoder",
+    "RecurrentEncoder",
     "TabularMLPEncoder",
     "TextTransformerEncoder",
     "TimmEncoder",

@@ -1,0 +1,228 @@
+"""Contrastive alignment of two or more modalities in one embedding space (CLIP, Radford et al. 2021; SigLIP, Zhai et
+al. 2023). With ``z^m_i = P_m(f_m(x^m_i)) / ||·||`` the L2-normalised projection of sample ``i``'s modality ``m`` and
+``s_ij = t · <z^a_i, z^b_j>`` for a pair of modalities ``(a, b)``, over the ``N`` samples that have both::
+
+    InfoNCE (symmetric):  L_ab = ½ [ -1/N Σ_i log softmax_j(s_ij)_i  -  1/N Σ_j log softmax_i(s_ij)_j ]
+    sigmoid (SigLIP):     L_ab = -1/N Σ_i Σ_j log σ( y_ij (s_ij + b) ),   y_ij = +1 if i = j else -1
+
+``t = exp(τ)`` with ``τ`` learnable, clamped to ``t ≤ 100`` as CLIP does; ``b`` a learnable bias (sigmoid only). With
+more than two modalities the loss is the mean of ``L_ab`` over all pairs. Under DDP every rank gathers all ranks'
+embeddings with :func:`gather_with_grad`, so the negatives span the global batch and the loss (and, after DDP's
+gradient averaging, every gradient) equals that of one process on the global batch.
+
+Retrieval (:class:`RetrievalMetrics`): the embeddings of a whole split, gathered across ranks, and for each query
+``i`` of modality ``a`` the rank of its own match among all ``b`` samples (1 = retrieved first; ties count against the
+query, so a collapsed embedding scores chance, not perfect): recall@k both ways and the median rank.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+LossKind = Literal["infonce", "sigmoid"]
+
+
+class ProjectionHeads(nn.Module):
+    """One head per modality into the shared ``embed_dim``-space, L2-normalised: ``z = P_m(h) / ||P_m(h)||``.
+
+    Args:
+        in_dims: ``{modality: encoder out_dim}``.
+        embed_dim: width of the shared space.
+        hidden_dim: None: ``P_m`` is linear (CLIP); else ``Linear → GELU → Linear`` with this hidden width.
+    """
+
+    def __init__(self, in_dims: dict[str, int], *, embed_dim: int = 128, hidden_dim: int | None = None) -> None:
+        super().__init__()
+        self.out_dim = embed_dim
+
+        def head(d: int) -> nn.Module:
+            if hidden_dim is None:
+                return nn.Linear(d, embed_dim)
+            return nn.Sequential(nn.Linear(d, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, embed_dim))
+
+        self.heads = nn.ModuleDict({m: head(d) for m, d in in_dims.items()})
+
+    def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``{m: (B, D_m) or (B, T, D_m)}`` → ``{m: (B, embed_dim)}``, unit norm; token features are mean-pooled."""
+        out = {}
+        for m, head in self.heads.items():
+            x = features[m]
+            out[m] = F.normalize(head(x.mean(dim=1) if x.dim() == 3 else x), dim=-1)
+        return out
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All ranks' ``(n_r, ...)`` tensors concatenated in rank order; the backward pass sums every rank's gradient of
+    the gathered tensor and returns this rank's rows (what ``torch.distributed.nn.functional.all_gather`` does, for
+    rows that may differ in number between ranks)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # noqa: ANN001
+        world = dist.get_world_size()
+        n = torch.tensor([x.shape[0]], device=x.device)
+        sizes = [torch.zeros_like(n) for _ in range(world)]
+        dist.all_gather(sizes, n)
+        sizes = [int(s) for s in sizes]
+        padded = x.new_zeros((max(sizes), *x.shape[1:]))
+        padded[: x.shape[0]] = x
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded.contiguous())
+        ctx.sizes, ctx.rank = sizes, dist.get_rank()
+        return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: ANN001
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start : start + ctx.sizes[ctx.rank]]
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """``x (n, ...)`` of every rank concatenated in rank order ``(Σ n_r, ...)``, differentiable w.r.t. this rank's
+    rows; ``x`` itself outside a distributed run."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+class ContrastiveLoss(nn.Module):
+    """Symmetric InfoNCE or the sigmoid pairwise loss over every pair of modalities (see the module docstring).
+
+    Args:
+        kind: ``infonce`` (CLIP) or ``sigmoid`` (SigLIP).
+        init_temperature: initial ``1 / t``: 0.07 for InfoNCE (CLIP), 0.1 for sigmoid (SigLIP's ``t = 10``).
+        max_scale: ``t`` is clamped to at most this (CLIP: 100), keeping the logits' range bounded.
+        init_bias: initial ``b`` of the sigmoid loss (SigLIP: -10, so that the many negatives start near 0).
+        learnable: train ``τ`` (and ``b``); else they stay at their initial values.
+        gather: under DDP, gather the embeddings of all ranks (negatives span the global batch).
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: LossKind = "infonce",
+        init_temperature: float | None = None,
+        max_scale: float = 100.0,
+        init_bias: float = -10.0,
+        learnable: bool = True,
+        gather: bool = True,
+    ) -> None:
+        super().__init__()
+        if kind not in ("infonce", "sigmoid"):
+            raise ValueError(f"contrastive loss kind must be 'infonce' or 'sigmoid', got {kind!r}")
+        temperature = init_temperature if init_temperature is not None else (0.07 if kind == "infonce" else 0.1)
+        if not (temperature > 0 and 1 / temperature <= max_scale):
+            raise ValueError(f"init_temperature must be >= 1/max_scale = {1 / max_scale}, got {temperature}")
+        self.kind, self.max_log_scale, self.gather = kind, math.log(max_scale), gather
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)), requires_grad=learnable)
+        self.bias = nn.Parameter(torch.tensor(float(init_bias)), requires_grad=learnable) if kind == "sigmoid" else None
+
+    @property
+    def scale(self) -> Tensor:
+        """``t = exp(τ)``, clamped to ``max_scale`` (the clamp passes no gradient beyond it, as in CLIP)."""
+        return self.log_scale.clamp(max=self.max_log_scale).exp()
+
+    def pair_loss(self, a: Tensor, b: Tensor) -> Tensor:
+        """``L_ab`` for matched rows ``a (N, D)``, ``b (N, D)`` (unit norm)."""
+        logits = self.scale * a @ b.T  # (N, N)
+        if self.kind == "infonce":
+            target = torch.arange(a.shape[0], device=a.device)
+            return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        signs = 2 * torch.eye(a.shape[0], device=a.device, dtype=logits.dtype) - 1  # +1 diagonal, -1 elsewhere
+        return -F.logsigmoid(signs * (logits + self.bias)).sum() / a.shape[0]
+
+    def forward(self, embeddings: dict[str, Tensor], present: Tensor | None = None) -> Tensor:
+        """embeddings ``{m: (B, D)}`` (unit norm, the mask's column order); present bool ``(B, M)`` or None (all).
+
+        Each pair of modalities uses the samples that have both; a pair no sample has is left out of the mean.
+        """
+        names = list(embeddings)
+        if present is None:
+            present = torch.ones(next(iter(embeddings.values())).shape[0], len(names), dtype=torch.bool)
+        present = present.to(next(iter(embeddings.values())).device)
+        if self.gather:
+            embeddings = {m: gather_with_grad(z) for m, z in embeddings.items()}
+            present = gather_with_grad(present.to(torch.uint8)).bool()  # no gradient: a plain gather
+        losses = []
+        for (i, a), (j, b) in combinations(enumerate(names), 2):
+            both = present[:, i] & present[:, j]
+            if both.any():
+                losses.append(self.pair_loss(embeddings[a][both], embeddings[b][both]))
+        if not losses:  # no sample has two modalities: a zero that still reaches the parameters (DDP needs them)
+            return sum(z.sum() for z in embeddings.values()) * 0.0 + self.log_scale * 0.0
+        return torch.stack(losses).mean()
+
+
+def retrieval_ranks(queries: Tensor, keys: Tensor) -> Tensor:
+    """Rank ``(N,)`` (1 = first) of key ``i`` among all keys for query ``i`` by dot product; ties count against it."""
+    sim = queries @ keys.T  # (N, N)
+    own = sim.diagonal().unsqueeze(1)
+    return (sim >= own).sum(dim=1)  # the own key counts itself once: rank 1 when every other key is strictly lower
+
+
+class RetrievalMetrics(Metric):
+    """Cross-modal retrieval over a whole split: recall@k both ways and the median rank (see the module docstring).
+
+    ``update({m: (B, D)}, present (B, M) | None)`` keeps the embeddings; they are gathered across ranks
+    (``dist_reduce_fx='cat'``) at ``compute``, which returns for each ordered pair ``(a, b)`` of modalities
+    ``recall@k_a_to_b`` (share of queries whose match ranks ``<= k``) and ``median_rank_a_to_b``, plus
+    ``recall@k``: the mean over both directions and all pairs (NaN when no sample has two modalities). Only samples
+    with both modalities of a pair are its queries and keys.
+
+    Args:
+        modalities: the modalities, in the mask's column order.
+        ks: the ``k`` of recall@k.
+        prefix: prepended to every name (``val/``).
+    """
+
+    full_state_update = False
+
+    def __init__(self, modalities: list[str], *, ks: tuple[int, ...] = (1, 5, 10), prefix: str = "") -> None:
+        super().__init__()
+        if len(modalities) < 2:
+            raise ValueError(f"retrieval needs at least two modalities, got {modalities}")
+        self.modalities, self.ks, self.prefix = list(modalities), tuple(ks), prefix
+        for m in self.modalities:
+            self.add_state(f"emb_{m}", default=[], dist_reduce_fx="cat")
+        self.add_state("present", default=[], dist_reduce_fx="cat")
+
+    def update(self, embeddings: dict[str, Tensor], present: Tensor | None = None) -> None:
+        batch = embeddings[self.modalities[0]].shape[0]
+        for m in self.modalities:
+            getattr(self, f"emb_{m}").append(embeddings[m].detach().float())
+        if present is None:
+            present = torch.ones(batch, len(self.modalities), dtype=torch.bool, device=self.device)
+        self.present.append(present.to(torch.uint8))
+
+    def compute(self) -> dict[str, Tensor]:
+        def cat(state: list[Tensor] | Tensor) -> Tensor:
+            return torch.cat(state) if isinstance(state, list) else state
+
+        present = cat(self.present).bool()
+        values: dict[str, Tensor] = {}
+        recalls: dict[int, list[Tensor]] = {k: [] for k in self.ks}
+        for (i, a), (j, b) in combinations(enumerate(self.modalities), 2):
+            both = present[:, i] & present[:, j]
+            if not both.any():
+                continue
+            za, zb = cat(getattr(self, f"emb_{a}"))[both], cat(getattr(self, f"emb_{b}"))[both]
+            for q, (zq, zk) in ((f"{a}_to_{b}", (za, zb)), (f"{b}_to_{a}", (zb, za))):
+                ranks = retrieval_ranks(zq, zk).float()
+                for k in self.ks:
+                    values[f"{self.prefix}recall@{k}_{q}"] = (ranks <= k).float().mean()
+                    recalls[k].append(values[f"{self.prefix}recall@{k}_{q}"])
+                values[f"{self.prefix}median_rank_{q}"] = ranks.quantile(0.5)  # the mean of the middle two if even
+        for k in self.ks:
+            values[f"{self.prefix}recall@{k}"] = (
+                torch.stack(recalls[k]).mean() if recalls[k] else torch.tensor(math.nan)
+            )
+        return values

@@ -162,11 +162,14 @@ class ContrastiveLoss(nn.Module):
         return torch.stack(losses).mean()
 
 
-def retrieval_ranks(queries: Tensor, keys: Tensor) -> Tensor:
-    """Rank ``(N,)`` (1 = first) of key ``i`` among all keys for query ``i`` by dot product; ties count against it."""
+def retrieval_ranks(queries: Tensor, keys: Tensor, relevant: Tensor | None = None) -> Tensor:
+    """Rank ``(N,)`` (1 = first) of query ``i``'s best relevant key among all keys, by dot product; an irrelevant key
+    that ties with it ranks before it. ``relevant`` bool ``(N, N)``; None: only key ``i`` (the sample's own match)."""
     sim = queries @ keys.T  # (N, N)
-    own = sim.diagonal().unsqueeze(1)
-    return (sim >= own).sum(dim=1)  # the own key counts itself once: rank 1 when every other key is strictly lower
+    if relevant is None:
+        relevant = torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
+    best = sim.masked_fill(~relevant, -math.inf).amax(dim=1, keepdim=True)  # (N, 1)
+    return 1 + ((sim >= best) & ~relevant).sum(dim=1)
 
 
 class RetrievalMetrics(Metric):
@@ -182,21 +185,43 @@ class RetrievalMetrics(Metric):
         modalities: the modalities, in the mask's column order.
         ks: the ``k`` of recall@k.
         prefix: prepended to every name (``val/``).
+        match: ``instance``: a query's match is its own sample's other modality (captioned images); ``label``: any
+            sample with the same label (``update(..., labels=)``) — for data paired by class, such as AV-digits,
+            where which same-digit recording goes with an image is chance.
     """
 
     full_state_update = False
 
-    def __init__(self, modalities: list[str], *, ks: tuple[int, ...] = (1, 5, 10), prefix: str = "") -> None:
+    def __init__(
+        self,
+        modalities: list[str],
+        *,
+        ks: tuple[int, ...] = (1, 5, 10),
+        prefix: str = "",
+        match: Literal["instance", "label"] = "instance",
+    ) -> None:
         super().__init__()
         if len(modalities) < 2:
             raise ValueError(f"retrieval needs at least two modalities, got {modalities}")
-        self.modalities, self.ks, self.prefix = list(modalities), tuple(ks), prefix
+        if match not in ("instance", "label"):
+            raise ValueError(f"retrieval match must be 'instance' or 'label', got {match!r}")
+        self.modalities, self.ks, self.prefix, self.match = list(modalities), tuple(ks), prefix, match
         for m in self.modalities:
             self.add_state(f"emb_{m}", default=[], dist_reduce_fx="cat")
         self.add_state("present", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
 
-    def update(self, embeddings: dict[str, Tensor], present: Tensor | None = None) -> None:
+    def update(
+        self, embeddings: dict[str, Tensor], present: Tensor | None = None, labels: Tensor | None = None
+    ) -> None:
+        """embeddings ``{m: (B, D)}``; present bool ``(B, M)`` (None: all); labels ``(B,)`` (needed for ``label``)."""
         batch = embeddings[self.modalities[0]].shape[0]
+        if self.match == "label":
+            if labels is None:
+                raise ValueError(
+                    "RetrievalMetrics(match='label') needs the labels: update(embeddings, present, labels)"
+                )
+            self.labels.append(labels.detach().reshape(batch))
         for m in self.modalities:
             getattr(self, f"emb_{m}").append(embeddings[m].detach().float())
         if present is None:
@@ -208,6 +233,7 @@ class RetrievalMetrics(Metric):
             return torch.cat(state) if isinstance(state, list) else state
 
         present = cat(self.present).bool()
+        labels = cat(self.labels) if self.match == "label" else None
         values: dict[str, Tensor] = {}
         recalls: dict[int, list[Tensor]] = {k: [] for k in self.ks}
         for (i, a), (j, b) in combinations(enumerate(self.modalities), 2):
@@ -215,8 +241,9 @@ class RetrievalMetrics(Metric):
             if not both.any():
                 continue
             za, zb = cat(getattr(self, f"emb_{a}"))[both], cat(getattr(self, f"emb_{b}"))[both]
+            relevant = None if labels is None else labels[both][:, None] == labels[both][None, :]
             for q, (zq, zk) in ((f"{a}_to_{b}", (za, zb)), (f"{b}_to_{a}", (zb, za))):
-                ranks = retrieval_ranks(zq, zk).float()
+                ranks = retrieval_ranks(zq, zk, relevant).float()
                 for k in self.ks:
                     values[f"{self.prefix}recall@{k}_{q}"] = (ranks <= k).float().mean()
                     recalls[k].append(values[f"{self.prefix}recall@{k}_{q}"])

@@ -166,3 +166,17 @@ def test_gathered_loss_and_gradients_equal_one_process_on_the_global_batch(tmp_p
         torch.testing.assert_close(got["loss"], loss.detach())
         for name, p in single.named_parameters():
             torch.testing.assert_close(got["grads"][name], p.grad, msg=f"rank {rank}: gradient of {name}")
+
+
+def test_label_matching_ranks_the_best_same_label_key():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    k = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.8, 0.6]])
+    labels = torch.tensor([0, 1, 0])
+    metric = RetrievalMetrics(["a", "b"], ks=(1,), match="label")
+    metric.update({"a": q, "b": k}, labels=labels)
+    values = metric.compute()
+    # a→b: query 0 (label 0) finds key 1 (label 1) first, then key 2 (label 0): rank 2; query 1 (label 1) finds keys
+    # 0 and 2 before key 1: rank 3; query 2 finds key 2 (0.96) first: rank 1. By instance, query 0's key 0 ranks 3.
+    assert float(values["median_rank_a_to_b"]) == 2.0 and float(values["recall@1_a_to_b"]) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="needs the labels"):
+        metric.update({"a": q, "b": k})

@@ -199,9 +199,7 @@ def log_summary(
             logger.log_metrics(dict(summary), step=step)
 
 
-def run_summary(
-    *, monitor: str, best: float | None, test_metrics: Mapping[str, float]
-) -> dict[str, float]:
+def run_summary(*, monitor: str, best: float | None, test_metrics: Mapping[str, float]) -> dict[str, float]:
     """``<monitor>_best`` (``val/acc_best``) and the test metrics: model, modality ablations, baseline."""
     summary = {f"{monitor}_best": best} if best is not None else {}
     return {**summary, **{k: float(v) for k, v in test_metrics.items()}}

@@ -108,7 +108,7 @@ def test_a_two_job_sweep_in_wandb_tensorboard_and_mlflow(tmp_path, avdigits_raw)
 
         wandb = wandb_offline_run(run, record["wandb_run_id"])
         config, summary = wandb["config"], wandb["summary"]
-        assert (wandb["group"], wandb["job_type"], wandb["name"]) == (sweep_dir.name, "train", f"fusion={fusion}")
+        assert (wandb["group"], wandb["job_type"]) == (sweep_dir.name, "train") and f"fusion={fusion}" in wandb["name"]
         assert list(wandb["tags"]) == ["dash", "avdigits"]
         assert config["choice/fusion"] == fusion and config["choice/encoder/image"] == "lenet"
         assert config["choice/encoder/audio"] == "cnn" and config["choice/experiment"] == "null"
@@ -131,7 +131,7 @@ def test_a_two_job_sweep_in_wandb_tensorboard_and_mlflow(tmp_path, avdigits_raw)
 
         mlflow_run = mlflow_runs[fusion]
         params, mlflow_metrics = mlflow_run.data.params, mlflow_run.data.metrics
-        assert mlflow_run.data.tags["mlflow.runName"] == f"fusion={fusion}"
+        assert mlflow_run.data.tags["mlflow.runName"] == wandb["name"]
         assert mlflow_run.data.tags["dash"] == "true"
         assert params["choice/encoder/image"] == "lenet" and params["model/params/total"] == str(total)
         assert mlflow_metrics["val/acc_best"] == pytest.approx(best)

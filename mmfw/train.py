@@ -28,7 +28,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mmfw import feature_cache, resolvers, resume, run_folder, sweep
 from mmfw.config_checks import check_value_types
-from mmfw.loggers import finish_wandb
+from mmfw.loggers import dashboard_hparams, finish_wandb, log_config, log_summary, run_summary
 from mmfw.threads import apply_thread_policy
 
 log = logging.getLogger(__name__)
@@ -204,6 +204,7 @@ def train(cfg: DictConfig) -> float | None:
                 model, checkpoint, saved, max_epochs=cfg.trainer.get("max_epochs"), overrides=sweep.task_overrides()
             )
         loggers = instantiate_group(cfg.get("logger"))
+        dashboard = dashboard_hparams(cfg, model, run_dir=run_dir, overrides=sweep.task_overrides())
         if checkpoint is not None:
             resume.keep_csv_history(loggers, step=int(saved.get("global_step", 0)))
             saved = None  # Lightning loads the checkpoint itself in fit()
@@ -216,6 +217,7 @@ def train(cfg: DictConfig) -> float | None:
             cfg,
             run_dir,
             loggers,
+            dashboard=dashboard,
             skipped=getattr(datamodule, "skipped", None) or [],
             resumed=checkpoint,
             truncated=getattr(datamodule, "truncated", None) or {},
@@ -248,7 +250,9 @@ def train(cfg: DictConfig) -> float | None:
             )
             log.info("Run folder: %s", run_dir)
             if cfg.get("baseline"):
-                run_linear_baseline(run_dir, datamodule, loggers)
+                test_metrics = {**test_metrics, **run_linear_baseline(run_dir, datamodule)}
+            summary = run_summary(monitor=cfg.monitor.metric, best=score, test_metrics=test_metrics)
+            log_summary(loggers, summary, dashboard=dashboard, step=trainer.global_step)
     except resume.ResumeError:
         raise  # refused before anything in the run folder changed: it keeps its own record
     except BaseException as error:
@@ -270,15 +274,12 @@ def launcher_config() -> dict[str, Any] | None:
         return None
 
 
-def run_linear_baseline(run_dir: Path, datamodule: pl.LightningDataModule, loggers: list[Any]) -> None:
-    """``baseline=true``: the linear baseline on the run's own splits (mmfw.baseline), its test metrics merged into
-    the run folder and the W&B summary next to the model's."""
+def run_linear_baseline(run_dir: Path, datamodule: pl.LightningDataModule) -> dict[str, float]:
+    """``baseline=true``: the linear baseline on the run's own splits (mmfw.baseline); its test metrics are merged
+    into the run folder and returned for the loggers' summaries."""
     from mmfw.baseline import run_baseline  # imports this module: only when asked for
 
-    metrics = run_baseline(run_dir, datamodule=datamodule)["test_metrics"]
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(metrics)
+    return run_baseline(run_dir, datamodule=datamodule)["test_metrics"]
 
 
 def check_accelerator(trainer_cfg: DictConfig) -> None:
@@ -335,6 +336,7 @@ def record_start(
     run_dir: Path,
     loggers: list[Any],
     skipped: list[dict],
+    dashboard: dict[str, Any] | None = None,
     resumed: Path | None = None,
     truncated: dict[str, int] | None = None,
 ) -> None:
@@ -342,7 +344,8 @@ def record_start(
 
     ``skipped`` lists the samples the datamodule skipped as bad (``on_bad_sample: skip``); they are written to
     ``skipped_samples.json`` so nothing is dropped silently. ``truncated`` counts, per text modality, the texts
-    its tokenizer cut (run.json ``truncated``).
+    its tokenizer cut (run.json ``truncated``). ``dashboard`` (:func:`mmfw.loggers.dashboard_hparams`) goes to
+    the loggers with the config.
     """
     resolved = OmegaConf.to_container(cfg, resolve=True)
     overrides = sweep.task_overrides()
@@ -358,8 +361,8 @@ def record_start(
         run_folder.update_run_json(run_dir, skipped_samples=len(skipped))
     if truncated is not None:
         run_folder.update_run_json(run_dir, truncated=dict(truncated))
+    log_config(loggers, {**resolved, "overrides": overrides, "git": run_folder.run_git_state()}, dashboard or {})
     for logger in loggers:
-        logger.log_hyperparams({**resolved, "overrides": overrides, "git": run_folder.run_git_state()})
         if isinstance(logger, WandbLogger):
             # A resumed run logs its next segment with this group and name (see mmfw.resume).
             resume.record_wandb_segment(run_dir, logger.experiment)

@@ -26,9 +26,10 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from mmfw import feature_cache, resolvers, resume, run_folder, sweep
-from mmfw.config_checks import check_value_types
-from mmfw.loggers import finish_wandb
+from mmfw import feature_cache
+from mmfw.runs import resolvers, resume, run_folder, sweep
+from mmfw.runs.config import check_value_types
+from mmfw.runs.loggers import finish_wandb
 from mmfw.threads import apply_thread_policy
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 def train(cfg: DictConfig) -> float | None:
     """Fit and test; returns the best value of ``monitor.metric`` (what sweeps optimise).
 
-    With ``resume=<run folder>`` the run continues from that folder's last checkpoint (see ``mmfw.resume``).
+    With ``resume=<run folder>`` the run continues from that folder's last checkpoint (see ``mmfw.runs.resume``).
     Whatever stops it, run.json says how: ``completed``, ``failed`` with the error, or ``interrupted``.
     """
     run_dir = Path(cfg.paths.output_dir)
@@ -361,7 +362,7 @@ def record_start(
     for logger in loggers:
         logger.log_hyperparams({**resolved, "overrides": overrides, "git": run_folder.run_git_state()})
         if isinstance(logger, WandbLogger):
-            # A resumed run logs its next segment with this group and name (see mmfw.resume).
+            # A resumed run logs its next segment with this group and name (see mmfw.runs.resume).
             resume.record_wandb_segment(run_dir, logger.experiment)
 
 

@@ -19,7 +19,7 @@ from torchmetrics import MaxMetric, MinMetric
 
 from mmfw.data.batch import TaskSpec
 from mmfw.encoders import LeNetEncoder
-from mmfw.resolvers import monitor_mode
+from mmfw.runs.resolvers import monitor_mode
 from mmfw.train import CONFIG_DIR, ConfigError, apply_defaults, build, check_modalities, instantiate_group
 
 CONF = Path(CONFIG_DIR)

@@ -15,7 +15,7 @@ import torch
 from cli_helpers import BIN, QUIET, env_for, mmfw, output, run_json
 from omegaconf import OmegaConf
 
-from mmfw import resume, run_folder
+from mmfw.runs import resume, run_folder
 
 # ---------------------------------------------------------------- unit
 

@@ -15,7 +15,7 @@ from cli_helpers import QUIET, mmfw, output, run_json
 from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
 
-from mmfw import resume, run_folder
+from mmfw.runs import resume, run_folder
 
 # ---------------------------------------------------------------- W&B's offline transaction log
 

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from mmfw import run_folder
+from mmfw.runs import run_folder
 from mmfw.train import CONFIG_DIR, record_stop
 
 REPO = Path(__file__).resolve().parent.parent

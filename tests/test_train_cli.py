@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 
-from mmfw.run_folder import read_run_json
-from mmfw.sweep import run_job
+from mmfw.runs.run_folder import read_run_json
+from mmfw.runs.sweep import run_job
 from mmfw.train import CONFIG_DIR, ConfigError, check_added_keys, check_precision, train
 
 

@@ -42,11 +42,11 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import CombinedLoader, rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from mmfw import run_folder
+from mmfw.runs import run_folder
 
 log = logging.getLogger(__name__)
 
-WANDB_FACTORY = "mmfw.loggers.wandb_logger"
+WANDB_FACTORY = "mmfw.runs.loggers.wandb_logger"
 # What a ReduceLROnPlateau has learnt from the monitored metric; the rest of its state is its configuration.
 PLATEAU_PROGRESS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch", "_last_lr")
 
@@ -139,7 +139,7 @@ def next_wandb_segment(cfg: DictConfig, record: dict) -> None:
     """Point every mmfw W&B logger at a new run that continues the recorded one: same group and name.
 
     The run is new (not the recorded id again) because wandb cannot resume an offline run; see
-    ``mmfw.loggers.wandb_logger``.
+    ``mmfw.runs.loggers.wandb_logger``.
     """
     if not record.get("wandb_run_id"):
         return

@@ -31,8 +31,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from mmfw import run_folder
-from mmfw.resolvers import in_multirun
+from mmfw.runs import run_folder
+from mmfw.runs.resolvers import in_multirun
 
 log = logging.getLogger(__name__)
 

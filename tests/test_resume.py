@@ -15,7 +15,7 @@ import torch
 from cli_helpers import BIN, QUIET, env_for, mmfw, output, run_json
 from omegaconf import OmegaConf
 
-from mmfw.runs import resume, run_folder
+from mmfw.runs import callbacks, resume, run_folder
 
 # ---------------------------------------------------------------- unit
 
@@ -50,6 +50,7 @@ def fake_run(tmp_path: Path, **record) -> Path:
         "trainer": {"max_epochs": 2},
         "fusion": {"_target_": "x", "out_dim": 8},
         "logger": {"wandb": {"_target_": resume.WANDB_FACTORY, "group": "g", "name": None}},
+        "callbacks": {name: {"_target_": "x"} for name in resume.REQUIRED_CALLBACKS},  # conf/callbacks/default.yaml
     }
     OmegaConf.save(OmegaConf.create(saved), run / ".hydra" / "config.yaml")
     run_folder.update_run_json(run, status="running", **record)
@@ -86,7 +87,7 @@ def test_resume_refuses_group_changes_and_other_folders(tmp_path):
 
 def test_epoch_seed_makes_each_epochs_order_a_function_of_the_epoch():
     loader = torch.utils.data.DataLoader(range(32), batch_size=8, shuffle=True, generator=torch.Generator())
-    callback = resume.EpochSeed(seed=3)
+    callback = callbacks.EpochSeed(seed=3)
 
     def epoch_order(epoch: int) -> list[int]:
         callback.on_train_epoch_start(

@@ -16,7 +16,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from mmfw.runs import run_folder
-from mmfw.train import CONFIG_DIR, record_stop
+from mmfw.runs.job import record_stop
+from mmfw.train import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -346,7 +346,7 @@ def mark_trial_interrupted(study: Any, trial: Any) -> None:
 
     Optuna has no public call for it: ``Trial.set_user_attr`` needs the live ``Trial`` that ``ask()`` returned, and a
     ``FrozenTrial`` from ``get_trials()`` carries only its private ``_trial_id``. The storage call is what
-    ``Trial.set_user_attr`` runs; ``tests/test_sweeps.py::test_mark_trial_interrupted_on_this_optuna`` fails if it
+    ``Trial.set_user_attr`` runs; ``tests/test_private_apis.py`` fails if it
     changes.
     """
     study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)

@@ -49,10 +49,10 @@ from sklearn.pipeline import FeatureUnion
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from torch.utils.data import DataLoader
 
-from mmfw import run_folder
 from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec
 from mmfw.metrics import build_metrics, default_loss
-from mmfw.train import CONFIG_DIR, default_monitor
+from mmfw.runs import run_folder
+from mmfw.runs.config import CONFIG_DIR, default_monitor
 
 log = logging.getLogger(__name__)
 

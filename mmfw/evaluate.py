@@ -20,9 +20,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 
-from mmfw import run_folder
 from mmfw.robustness import RobustnessConfigError, evaluate_robustness, plan_corruptions, print_report, save_report
 from mmfw.robustness.sweep import modality_kinds
+from mmfw.runs import run_folder
 from mmfw.threads import apply_thread_policy
 from mmfw.train import CONFIG_DIR, build
 

@@ -19,9 +19,9 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
 
-from mmfw import run_folder
 from mmfw.baseline import run_baseline
-from mmfw.run_folder import NotARunFolderError
+from mmfw.runs import run_folder
+from mmfw.runs.run_folder import NotARunFolderError
 from mmfw.train import train
 
 WORDS = ["red", "green", "blue"]  # the label's word in the caption

@@ -10,8 +10,8 @@ import torch
 from conftest import TINY_AVDIGITS, compose_train
 from omegaconf import OmegaConf
 
-from mmfw import run_folder
 from mmfw.evaluate import evaluate
+from mmfw.runs import run_folder
 from mmfw.train import train
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmfw.compare import compare, main, pretty
+from mmfw.runs.compare import compare, main, pretty
 
 BASE = {"monitor": {"metric": "val/acc", "mode": "max"}, "paths": {"output_dir": "${hydra:runtime.output_dir}"}}
 

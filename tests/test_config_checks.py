@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import compose_train
 
-from mmfw.config_checks import ConfigValueError, check_value_types
+from mmfw.runs.config import ConfigValueError, check_value_types
 
 
 @pytest.mark.parametrize(

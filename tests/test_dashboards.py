@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 from test_resume_changes import item_key, wandb_records
 
-from mmfw.loggers import dashboard_hparams, mlflow_metric_name
+from mmfw.runs.loggers import dashboard_hparams, mlflow_metric_name
 from mmfw.train import CONFIG_DIR
 
 # ---------------------------------------------------------------- readers of each dashboard's files

@@ -13,7 +13,7 @@ from conftest import TINY_AVDIGITS, compose_train
 from pytorch_lightning.strategies import DDPStrategy
 
 from mmfw.evaluate import evaluate
-from mmfw.sweep import uses_ddp_subprocesses
+from mmfw.runs.sweep import uses_ddp_subprocesses
 
 
 def test_ddp_presets_start_one_process_per_device(tmp_path):

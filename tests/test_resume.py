@@ -15,7 +15,7 @@ import torch
 from cli_helpers import BIN, QUIET, env_for, mmfw, output, run_json
 from omegaconf import OmegaConf
 
-from mmfw import resume, run_folder
+from mmfw.runs import callbacks, resume, run_folder
 
 # ---------------------------------------------------------------- unit
 
@@ -50,6 +50,7 @@ def fake_run(tmp_path: Path, **record) -> Path:
         "trainer": {"max_epochs": 2},
         "fusion": {"_target_": "x", "out_dim": 8},
         "logger": {"wandb": {"_target_": resume.WANDB_FACTORY, "group": "g", "name": None}},
+        "callbacks": {name: {"_target_": "x"} for name in resume.REQUIRED_CALLBACKS},  # conf/callbacks/default.yaml
     }
     OmegaConf.save(OmegaConf.create(saved), run / ".hydra" / "config.yaml")
     run_folder.update_run_json(run, status="running", **record)
@@ -84,9 +85,35 @@ def test_resume_refuses_group_changes_and_other_folders(tmp_path):
         resume.load_run_to_resume(OmegaConf.create({"resume": str(tmp_path), "paths": {"output_dir": "."}}), [])
 
 
+def test_resume_refuses_a_run_configured_without_the_resume_callbacks(tmp_path):
+    run = fake_run(tmp_path)
+    write_ckpt(run / "checkpoints" / "last.ckpt")
+    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
+    saved.callbacks.epoch_seed = None  # callbacks.epoch_seed=null when the run started
+    OmegaConf.save(saved, run / ".hydra" / "config.yaml")
+    cfg = OmegaConf.create({"resume": str(run), "paths": {"output_dir": str(run)}})
+    with pytest.raises(resume.ResumeError, match=r"without callbacks\.epoch_seed .*callbacks=default"):
+        resume.load_run_to_resume(cfg, [])
+    assert run_json(run)["status"] == "running"  # refused before the folder changed
+
+
+def test_callbacks_none_gets_no_hidden_callback_and_cannot_be_resumed(tmp_path, avdigits_raw):
+    """callbacks=none trains with no mmfw callback (none writes checkpoints/last.ckpt); resume= of it is refused."""
+    quiet = [o for o in QUIET if not o.startswith("callbacks.")]
+    result = mmfw("mmfw-train", *quiet, "callbacks=none", "trainer=cpu", "trainer.max_epochs=1", root=tmp_path)
+    assert result.returncode == 0, output(result)
+    (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    assert run_json(run)["status"] == "completed"
+    assert not (run / "checkpoints").exists(), "a callback that callbacks=none does not list wrote checkpoints/"
+    resumed = mmfw("mmfw-train", f"resume={run}", root=tmp_path)
+    assert resumed.returncode != 0
+    assert "callbacks.last_checkpoint" in output(resumed) and "callbacks.epoch_seed" in output(resumed)
+    assert run_json(run)["status"] == "completed"
+
+
 def test_epoch_seed_makes_each_epochs_order_a_function_of_the_epoch():
     loader = torch.utils.data.DataLoader(range(32), batch_size=8, shuffle=True, generator=torch.Generator())
-    callback = resume.EpochSeed(seed=3)
+    callback = callbacks.EpochSeed(seed=3)
 
     def epoch_order(epoch: int) -> list[int]:
         callback.on_train_epoch_start(

@@ -15,7 +15,7 @@ from cli_helpers import QUIET, mmfw, output, run_json
 from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
 
-from mmfw import resume, run_folder
+from mmfw.runs import callbacks, resume, run_folder
 
 # ---------------------------------------------------------------- W&B's offline transaction log
 
@@ -85,6 +85,7 @@ def fake_run(tmp_path: Path, scheduler: str = "torch.optim.lr_scheduler.CosineAn
             "scheduler": {"_target_": scheduler, "_partial_": True},
         },
         "logger": {"wandb": {"_target_": resume.WANDB_FACTORY, "group": "g", "name": None}},
+        "callbacks": {name: {"_target_": "x"} for name in resume.REQUIRED_CALLBACKS},  # conf/callbacks/default.yaml
     }
     OmegaConf.save(OmegaConf.create(saved), run / ".hydra" / "config.yaml")
     run_folder.update_run_json(run, status="completed", **record)
@@ -133,7 +134,7 @@ def test_configured_optimization_replaces_the_checkpoints_hyperparameters_and_ho
     # The resumed run's config: lr 0.1, weight decay 0, horizon 4 epochs.
     optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4)
-    resume.apply_configured_optimization(checkpoint, optimizers=[optimizer], schedulers=[scheduler])
+    callbacks.apply_configured_optimization(checkpoint, optimizers=[optimizer], schedulers=[scheduler])
     optimizer.load_state_dict(checkpoint["optimizer_states"][0])
     scheduler.load_state_dict(checkpoint["lr_schedulers"][0])
     group = optimizer.param_groups[0]
@@ -152,7 +153,7 @@ def test_unchanged_configuration_restores_the_checkpoint_exactly():
     }
     optimizer = torch.optim.AdamW(layer.parameters(), lr=1e-3, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=5)
-    resume.apply_configured_optimization(checkpoint, optimizers=[optimizer], schedulers=[scheduler])
+    callbacks.apply_configured_optimization(checkpoint, optimizers=[optimizer], schedulers=[scheduler])
     assert checkpoint["optimizer_states"][0]["param_groups"] == expected["groups"]
     assert checkpoint["lr_schedulers"][0] == expected["scheduler"]
 

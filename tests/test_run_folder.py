@@ -15,8 +15,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from mmfw import run_folder
-from mmfw.train import CONFIG_DIR, record_stop
+from mmfw.runs import run_folder
+from mmfw.runs.job import record_stop
+from mmfw.train import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, read_write
 
-from mmfw import sweep
-from mmfw.run_folder import update_run_json
+from mmfw.runs import sweep
+from mmfw.runs.run_folder import update_run_json
 from mmfw.train import CONFIG_DIR
 
 FUSIONS = sorted(p.stem for p in (Path(CONFIG_DIR) / "fusion").glob("*.yaml"))
@@ -162,7 +162,7 @@ def test_optuna_preset_searches_every_fusion_config():
     assert {"model.optimizer.lr", "fusion.dropout", "encoder.image.out_dim"} <= set(sweeper.params)
     assert sweeper.direction == "maximize" and sweeper.max_failure_rate == 1.0
     assert sweeper.storage == f"sqlite:///{cfg.hydra.sweep.dir}/optuna.db"
-    assert any(c._target_ == "mmfw.sweep.ResumeOptunaStudy" for c in cfg.hydra.callbacks.values())
+    assert any(c._target_ == "mmfw.runs.sweep.ResumeOptunaStudy" for c in cfg.hydra.callbacks.values())
     # The search space applies to every fusion: each has the keys the sweep sets.
     for name in FUSIONS:
         OmegaConf.select(compose_with_hydra([f"fusion={name}"]), "fusion.dropout", throw_on_missing=True)

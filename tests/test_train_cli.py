@@ -10,9 +10,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 
-from mmfw.run_folder import read_run_json
-from mmfw.sweep import run_job
-from mmfw.train import CONFIG_DIR, ConfigError, check_added_keys, check_precision, train
+from mmfw.runs.config import ConfigError, check_added_keys, check_precision
+from mmfw.runs.run_folder import read_run_json
+from mmfw.runs.sweep import run_job
+from mmfw.train import CONFIG_DIR, train
 
 
 def test_fp16_on_cpu_is_a_clear_error(tmp_path):

@@ -16,9 +16,9 @@ import yaml
 from conftest import TINY_AVDIGITS, compose_train
 from omegaconf import OmegaConf
 
-from mmfw import run_folder
 from mmfw.evaluate import evaluate, load_run_config
-from mmfw.run_folder import NotARunFolderError
+from mmfw.runs import run_folder
+from mmfw.runs.run_folder import NotARunFolderError
 from mmfw.train import train
 
 BIN = Path(sys.executable).parent

@@ -75,7 +75,7 @@ def optuna_direction(mode: str) -> str:
 def on_rank_zero(value: object) -> object:
     # Ranks that torchrun or srun start run the same command as rank 0, into the same run folder; Lightning's own
     # DDP launcher already passes hydra.output_subdir=null to the ranks it starts (LOCAL_RANK).
-    from mmfw.run_folder import launch_rank
+    from mmfw.runs.run_folder import launch_rank
 
     return value if launch_rank() == 0 else None
 

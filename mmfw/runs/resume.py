@@ -9,15 +9,8 @@ Plain values may change on resume (``trainer.max_epochs=20 model.optimizer.lr=0.
 makes them take effect: the optimizer's hyperparameters and the scheduler come from the config, the optimizer's
 moments from the checkpoint. Changes a restored state cannot take are refused before the run folder is touched.
 
-More callbacks make the continuation exact and possible:
-
-* ``last_checkpoint_writer`` writes ``checkpoints/last.ckpt`` after every epoch (the configured ``model_checkpoint``
-  keeps the best ones).
-
-* ``EpochSeed`` reseeds every random number generator at the start of each epoch from ``(seed, epoch)``, so epoch k
-  sees the same shuffling and dropout whether or not the process was restarted before it.
-* ``CheckpointOnInterrupt`` writes ``checkpoints/last.ckpt`` when the run is stopped by SIGTERM (a scheduler's
-  preemption) or Ctrl-C. It does not save on errors: a NaN loss must not overwrite the last good checkpoint.
+It needs the callbacks of conf/callbacks/default.yaml (``REQUIRED_CALLBACKS``, see ``mmfw.runs.callbacks``): a run
+configured without them is refused, naming the missing ``callbacks.<name>``.
 
 ``csv/metrics.csv`` keeps the rows logged before the checkpoint (``keep_csv_history``).
 """
@@ -26,29 +19,29 @@ from __future__ import annotations
 
 import csv
 import logging
-import random
-import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import numpy as np
-import pytorch_lightning as pl
-import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
-from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities import CombinedLoader, rank_zero_only
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from mmfw import run_folder
+from mmfw.runs import run_folder
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
-WANDB_FACTORY = "mmfw.loggers.wandb_logger"
-# What a ReduceLROnPlateau has learnt from the monitored metric; the rest of its state is its configuration.
-PLATEAU_PROGRESS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch", "_last_lr")
+WANDB_FACTORY = "mmfw.runs.loggers.wandb_logger"
+# The callbacks (conf/callbacks/default.yaml) without which a resumed run would not continue exactly, or could not
+# be resumed again: callbacks.<name> -> what it is for.
+REQUIRED_CALLBACKS = {
+    "last_checkpoint": "writes checkpoints/last.ckpt after every epoch, what the next resume continues from",
+    "epoch_seed": "reseeds each epoch from (seed, epoch), so the resumed epochs see the same data order",
+    "checkpoint_on_interrupt": "saves checkpoints/last.ckpt when the run is stopped by SIGTERM or Ctrl-C",
+    "configured_optimization": "makes values changed on resume (model.optimizer.lr, trainer.max_epochs) take effect",
+}
 
 
 class ResumeError(ValueError):
@@ -71,6 +64,7 @@ def load_run_to_resume(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfi
             "resume works for single runs; to continue a sweep, rerun its command with hydra.sweep.dir=<sweep folder>"
         )
     saved = OmegaConf.load(run_dir / run_folder.HYDRA_CONFIG)
+    check_resumable(saved, run_dir)
     record = run_folder.read_run_json(run_dir)
     # The run's own overrides are in its config already (a sweep job resumed by rerunning the sweep repeats them).
     started_with = record.get("overrides")
@@ -89,6 +83,21 @@ def load_run_to_resume(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfi
     else:
         log.info("Resuming %s from %s", run_dir, checkpoint)
     return saved, checkpoint
+
+
+def check_resumable(saved: DictConfig, run_dir: Path) -> None:
+    """Refuse a run whose config lacks a callback of ``REQUIRED_CALLBACKS`` (``callbacks=none``,
+    ``callbacks.<name>=null``): nothing is added behind the config's back, so without them the continuation would
+    silently differ, or the run could not be resumed again."""
+    callbacks = saved.get("callbacks") or {}
+    missing = [name for name in REQUIRED_CALLBACKS if callbacks.get(name) is None]
+    if missing:
+        needs = "; ".join(f"callbacks.{name} ({REQUIRED_CALLBACKS[name]})" for name in missing)
+        raise ResumeError(
+            f"resume={run_dir}: the run was configured without {needs}. resume= needs the callbacks of "
+            "conf/callbacks/default.yaml; the run cannot get them now (its checkpoints were written without them): "
+            "start a new run with callbacks=default, or keep these keys when you change callbacks."
+        )
 
 
 def apply_value_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
@@ -132,14 +141,18 @@ def check_restorable(before: DictConfig, after: DictConfig, changed: list[str]) 
 
 
 def _is_plateau(target: str | None) -> bool:
-    return target is not None and issubclass(hydra.utils.get_class(target), torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if target is None:
+        return False
+    import torch  # only when the config names a scheduler, whose class is imported anyway
+
+    return issubclass(hydra.utils.get_class(target), torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
 def next_wandb_segment(cfg: DictConfig, record: dict) -> None:
     """Point every mmfw W&B logger at a new run that continues the recorded one: same group and name.
 
     The run is new (not the recorded id again) because wandb cannot resume an offline run; see
-    ``mmfw.loggers.wandb_logger``.
+    ``mmfw.runs.loggers.wandb_logger``.
     """
     if not record.get("wandb_run_id"):
         return
@@ -151,9 +164,10 @@ def next_wandb_segment(cfg: DictConfig, record: dict) -> None:
             node.name = record.get("wandb_name", node.get("name"))
 
 
-@rank_zero_only
-def record_wandb_segment(run_dir: Path, run) -> None:
-    """Record this process's W&B run in run.json: ``wandb_run_id`` is the latest, ``wandb_run_ids`` all segments."""
+def record_wandb_segment(run_dir: Path, run: Any) -> None:
+    """Record this process's W&B run in run.json: ``wandb_run_id`` is the latest, ``wandb_run_ids`` all segments.
+
+    Rank 0 only (the caller's ``record_start`` runs there)."""
     record = run_folder.read_run_json(run_dir)
     previous = record.get("wandb_run_ids") or ([record["wandb_run_id"]] if record.get("wandb_run_id") else [])
     run_folder.update_run_json(
@@ -197,13 +211,17 @@ def check_checkpoint_fits(
         )
 
 
-@rank_zero_only
 def keep_csv_history(loggers: list, step: int) -> None:
     """Keep the rows a resumed run logged before its checkpoint: Lightning's CSVLogger deletes metrics.csv on start.
 
     Rows logged at or after the checkpoint's global ``step`` (by the part of an epoch that is trained again) are
-    dropped, not duplicated.
+    dropped, not duplicated. Rank 0 only: the other ranks' CSV loggers write nothing.
     """
+    from pytorch_lightning.loggers import CSVLogger  # the loggers are built: Lightning is loaded
+    from pytorch_lightning.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return
     for logger in loggers:
         path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
         if path is None or not path.is_file():
@@ -212,142 +230,3 @@ def keep_csv_history(loggers: list, step: int) -> None:
             rows = [row for row in csv.DictReader(f) if row.get("step") and int(row["step"]) < step]
         writer = logger.experiment  # creating the writer deletes the file; it rewrites these rows on its first save
         writer.metrics[:0] = [{key: value for key, value in row.items() if value != ""} for row in rows]
-
-
-class EpochSeed(pl.Callback):
-    """Seed python, numpy, torch (CPU and CUDA) and the training sampler from ``(seed, epoch)`` at each epoch start.
-
-    A plain ``RandomSampler`` draws each epoch's order from a generator whose state lives only in memory; after a
-    restart it would begin again at epoch 0's order. Like ``DistributedSampler.set_epoch``, this makes epoch k's
-    randomness a function of k alone. The sampler gets its own generator: the DataLoader's generator also draws worker
-    base seeds when an iterator is created, which happens at different points in a fresh and a resumed process.
-    """
-
-    def __init__(self, seed: int) -> None:
-        self.seed = int(seed)
-
-    def epoch_seed(self, epoch: int) -> int:
-        return (self.seed * 1_000_003 + epoch) % (2**63)
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # A run resumed from a mid-epoch checkpoint (SIGTERM) skips on_train_epoch_start for that epoch.
-        self._reseed(trainer)
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._reseed(trainer)
-
-    def _reseed(self, trainer: pl.Trainer) -> None:
-        seed = self.epoch_seed(trainer.current_epoch)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        # Different ranks get different streams (dropout), each still a function of (seed, epoch).
-        torch.manual_seed(seed + trainer.global_rank)
-        for loader in CombinedLoader(trainer.train_dataloader).flattened:
-            sampler = getattr(loader, "sampler", None)
-            if isinstance(sampler, torch.utils.data.RandomSampler):
-                sampler.generator = torch.Generator().manual_seed(seed)
-
-
-class CheckpointOnInterrupt(pl.Callback):
-    """On SIGTERM or Ctrl-C, write ``<run>/checkpoints/last.ckpt`` so ``resume=<run folder>`` continues from there.
-
-    Lightning stops after the current batch when it receives SIGTERM (it raises ``SIGTERMException``); the checkpoint
-    is then mid-epoch, which Lightning resumes but not bit-identically (the epoch's data order restarts). Errors such
-    as ``NonFiniteLossError`` save nothing: the last good checkpoint stays.
-    """
-
-    def __init__(self) -> None:
-        self.saved: Path | None = None
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, SIGTERMException | KeyboardInterrupt) or trainer.state.fn != TrainerFn.FITTING:
-            return
-        checkpointer = trainer.checkpoint_callback
-        dirpath = getattr(checkpointer, "dirpath", None) or Path(trainer.default_root_dir) / run_folder.CHECKPOINT_DIR
-        path = Path(dirpath) / "last.ckpt"
-        if trainer.is_global_zero:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # A `save_last: link` checkpoint is a symlink to the best one: replace the link, never write through it.
-            path.unlink(missing_ok=True)
-        # No barrier here: the other ranks are stopping too, and a collective could hang.
-        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-        trainer.strategy.save_checkpoint(checkpoint, path)
-        self.saved = path
-        log.warning("Stopped by %s at global step %d: saved %s", type(exception).__name__, trainer.global_step, path)
-
-
-class ConfiguredOptimization(pl.Callback):
-    """On resume, take the optimizer's hyperparameters and the LR schedule from the run's config, not the checkpoint.
-
-    Lightning restores optimizer and scheduler state dicts whole, so a resume with ``model.optimizer.lr=0.1`` or
-    ``trainer.max_epochs=20`` (the cosine horizon) would keep the old values. ``on_load_checkpoint`` receives the
-    checkpoint that Lightning restores the optimizers and schedulers from afterwards (with any strategy); it rewrites
-    their hyperparameters there, from optimizers and schedulers configured afresh by ``configure_optimizers``.
-    """
-
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        if trainer.state.fn != TrainerFn.FITTING:
-            return
-        configured = pl_module.configure_optimizers()
-        if isinstance(configured, torch.optim.Optimizer):
-            apply_configured_optimization(checkpoint, optimizers=[configured], schedulers=[])
-            return
-        scheduler = configured.get("lr_scheduler")
-        scheduler = scheduler.get("scheduler") if isinstance(scheduler, dict) else scheduler
-        apply_configured_optimization(
-            checkpoint, optimizers=[configured["optimizer"]], schedulers=[scheduler] if scheduler is not None else []
-        )
-
-
-def apply_configured_optimization(
-    checkpoint: dict,
-    *,
-    optimizers: list[torch.optim.Optimizer],
-    schedulers: list[torch.optim.lr_scheduler.LRScheduler],
-) -> None:
-    """Rewrite ``checkpoint``'s optimizer and scheduler states to follow the configured ones, keeping the progress.
-
-    Args:
-        checkpoint: a Lightning checkpoint (``optimizer_states``, ``lr_schedulers``), changed in place.
-        optimizers: optimizers just built from the config (epoch 0), in the order of the checkpoint's.
-        schedulers: their schedulers, likewise; they are stepped here, so pass objects that are not trained with.
-
-    Each scheduler is stepped to the checkpoint's ``last_epoch``: the rate is then what a run configured like this
-    from the start would have now (a new lr and a new cosine horizon both apply). A ``ReduceLROnPlateau`` keeps
-    its progress and the rate it reached (``check_restorable`` refuses a new lr for it). The optimizer's other
-    hyperparameters (weight decay, betas, ...) come from the config; its state (moments) stays the checkpoint's.
-    """
-    keep_lr = set()
-    for index, (scheduler, saved) in enumerate(zip(schedulers, checkpoint.get("lr_schedulers", []), strict=True)):
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            keep_lr.add(id(scheduler.optimizer))
-            state = scheduler.state_dict() | {key: saved[key] for key in PLATEAU_PROGRESS if key in saved}
-        else:
-            with warnings.catch_warnings():
-                # "lr_scheduler.step() before optimizer.step()": no training step happens in a replay.
-                warnings.simplefilter("ignore", UserWarning)
-                for _ in range(saved["last_epoch"] - scheduler.last_epoch):
-                    scheduler.step()
-            state = scheduler.state_dict()
-        checkpoint["lr_schedulers"][index] = state
-    for optimizer, saved in zip(optimizers, checkpoint.get("optimizer_states", []), strict=True):
-        for group, saved_group in zip(optimizer.param_groups, saved["param_groups"], strict=True):
-            skip = {"params", "lr"} if id(optimizer) in keep_lr else {"params"}
-            saved_group.update({key: value for key, value in group.items() if key not in skip})
-
-
-def last_checkpoint_writer(checkpoint_dir: Path) -> ModelCheckpoint:
-    """Write ``<checkpoint_dir>/last.ckpt`` after every epoch's validation: what ``resume=`` continues from.
-
-    ``ModelCheckpoint(save_last=True)`` is not enough since Lightning 2.6: it writes ``last.ckpt`` only when it saves
-    a top-k checkpoint at the same step, so with ``save_top_k: 1`` it is the best epoch's, and a resume would go back
-    to the last improvement and drop the epochs after it.
-    """
-    return ModelCheckpoint(
-        dirpath=checkpoint_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
-    )
-
-
-def fault_tolerance_callbacks(*, seed: int, checkpoint_dir: Path) -> list[pl.Callback]:
-    """The callbacks every training run gets, whatever ``callbacks=`` says: resumption depends on them."""
-    return [EpochSeed(seed), CheckpointOnInterrupt(), ConfiguredOptimization(), last_checkpoint_writer(checkpoint_dir)]

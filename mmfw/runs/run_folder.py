@@ -157,7 +157,7 @@ class ClaimRunFolder(Callback):
     * a new run claims a fresh folder (``claim_run_folder``) and refuses one that holds a run;
     * ``resume=<folder>`` continues in place; a folder that is no run is refused before Hydra creates it;
     * DDP ranks > 0 (started by Lightning with ``hydra.run.dir=<rank 0's folder>``, or by torchrun/srun) join rank 0's
-      folder; sweep job folders are handled by ``mmfw.sweep.run_job`` (this hook runs for single runs only).
+      folder; sweep job folders are handled by ``mmfw.runs.sweep.run_job`` (this hook runs for single runs only).
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:

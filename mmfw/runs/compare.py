@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from mmfw import run_folder
+from mmfw.runs import run_folder
 
 # Keys that do not make two runs different configurations.
 REPLICATE_KEYS = ("seed", "resume")

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -31,8 +30,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from mmfw import run_folder
-from mmfw.resolvers import in_multirun
+from mmfw.runs import run_folder
+from mmfw.runs.resolvers import in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -102,20 +101,25 @@ def ddp_processes_run_this_job(cfg: DictConfig) -> Iterator[None]:
     sys.argv = [argv[0], *[o for o in task_overrides() if not o.startswith("resume=")], *resume]
     with read_write(hydra_cfg.hydra.run):
         hydra_cfg.hydra.run.dir = str(cfg.paths.output_dir)
-    had_process_group = torch.distributed.is_available() and torch.distributed.is_initialized()
+    had_process_group = _process_group_active()
     try:
         yield
     finally:
         sys.argv = argv
         with read_write(hydra_cfg.hydra.run):
             hydra_cfg.hydra.run.dir = run_dir
-        if not had_process_group and torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        if not had_process_group and _process_group_active():
+            sys.modules["torch"].distributed.destroy_process_group()
         for name, value in env.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _process_group_active() -> bool:
+    torch = sys.modules.get("torch")  # not imported (a job that failed its config checks): no process group either
+    return torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def uses_ddp_subprocesses(trainer_cfg: DictConfig) -> bool:
@@ -309,8 +313,8 @@ class ResumeOptunaStudy(Callback):
         interrupted = [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
         for new_number, trial in enumerate(interrupted, start=offset):
             # A queued (WAITING) trial is closed and queued again too, so that trial numbers stay job numbers.
-            study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-            study._storage.set_trial_state(trial._trial_id, TrialState.FAIL)
+            mark_trial_interrupted(study, trial)
+            study.tell(trial.number, state=TrialState.FAIL)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # enqueue_trial is "experimental" in optuna 2.x
                 study.enqueue_trial(trial.params or trial.system_attrs.get("fixed_params", {}))
@@ -335,3 +339,14 @@ class ResumeOptunaStudy(Callback):
                 sweeper.sampler.seed = int(sweeper.sampler.seed) + offset
             # Hydra composes each job from the hydra overrides, so the folder numbering travels as one.
             config.hydra.overrides.hydra.append(f"hydra.sweep.subdir=${{mmfw.job_num:{offset}}}")
+
+
+def mark_trial_interrupted(study: Any, trial: Any) -> None:
+    """Set the user attribute ``interrupted`` on a trial of ``study`` that this process did not ``ask()`` for.
+
+    Optuna has no public call for it: ``Trial.set_user_attr`` needs the live ``Trial`` that ``ask()`` returned, and a
+    ``FrozenTrial`` from ``get_trials()`` carries only its private ``_trial_id``. The storage call is what
+    ``Trial.set_user_attr`` runs; ``tests/test_private_apis.py`` fails if it
+    changes.
+    """
+    study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)

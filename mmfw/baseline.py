@@ -15,7 +15,7 @@ penalty. A sample whose modality is missing (mask bit False) gets zeros there; t
 mask bits. Models: logistic regression (multiclass: multinomial; binary), one-vs-rest logistic regression
 (multilabel), ridge (regression). The regularisation ``C`` (ridge: ``alpha = 1 / C``) is chosen on the val split
 by the run's ``monitor.metric``; test metrics are computed with the model's own torchmetrics
-(:func:`mmfw.metrics.build_metrics`).
+(:meth:`mmfw.contracts.TaskSpec.metrics`).
 
 Writes ``<run>/baseline/metrics.json`` and merges ``baseline/test/<metric>`` (all modalities) and
 ``baseline[<modality>]/test/<metric>`` into ``<run>/test_metrics.json`` and ``run.json`` ``test_metrics`` (so
@@ -50,8 +50,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from torch.utils.data import DataLoader
 
 from mmfw import run_folder
-from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec
-from mmfw.metrics import build_metrics, default_loss
+from mmfw.contracts import MASK_KEY, TARGET_KEY, TaskSpec
 from mmfw.train import CONFIG_DIR, default_monitor
 
 log = logging.getLogger(__name__)
@@ -216,7 +215,7 @@ def unit_block(features: dict[str, sp.csr_matrix]) -> dict[str, sp.csr_matrix]:
 
 # ---------------------------------------------------------------------------------------------- models
 def make_model(task: TaskSpec, c: float) -> Any:
-    if task.kind == "regression":
+    if task.is_regression:
         return Ridge(alpha=1.0 / c)
     logistic = LogisticRegression(C=c, max_iter=3000)
     return OneVsRestClassifier(logistic) if task.kind == "multilabel" else logistic
@@ -225,29 +224,15 @@ def make_model(task: TaskSpec, c: float) -> Any:
 def evaluate_model(model: Any, task: TaskSpec, features: sp.csr_matrix, target: np.ndarray, prefix: str) -> dict:
     """The run's metrics (``<prefix>acc`` ...) and ``<prefix>loss``, computed as the Lightning module does."""
     target_t = torch.from_numpy(target)
-    if task.kind == "regression":
-        outputs = torch.from_numpy(np.asarray(model.predict(features), dtype=np.float32)).reshape(target_t.shape)
-        loss = default_loss(task)(outputs, target_t.float())
-        metric_target = target_t
-        preds = outputs
+    if task.is_regression:
+        logits = torch.from_numpy(np.asarray(model.predict(features), dtype=np.float32)).reshape(target_t.shape)
+        preds = logits
     else:
-        proba = np.asarray(model.predict_proba(features), dtype=np.float64)
-        if task.kind == "binary":
-            p = torch.from_numpy(proba[:, 1]).clamp(1e-7, 1 - 1e-7)
-            logits = torch.log(p) - torch.log1p(-p)
-            preds = p
-        else:
-            p = torch.from_numpy(proba).clamp_min(1e-12)
-            logits = torch.log(p)
-            preds = p
-        if task.kind == "multiclass":
-            loss = default_loss(task)(logits.float(), target_t.long())
-            metric_target = target_t.long()
-        else:
-            loss = default_loss(task)(logits.float(), target_t.float())
-            metric_target = target_t.long()
-    metrics = build_metrics(task, prefix)
-    values = {k: float(v) for k, v in metrics(preds.float(), metric_target).items()}
+        proba = torch.from_numpy(np.asarray(model.predict_proba(features), dtype=np.float64))
+        logits, preds = task.logits_from_probabilities(proba)
+    loss = task.loss()(logits.float(), task.loss_target(target_t))
+    metrics = task.metrics(prefix)
+    values = {k: float(v) for k, v in metrics(preds.float(), task.metric_target(target_t)).items()}
     values[f"{prefix}loss"] = float(loss)
     return values
 
@@ -292,11 +277,8 @@ def fit_and_select(
 
 
 def _fit_target(task: TaskSpec, target: np.ndarray) -> np.ndarray:
-    if task.kind == "multiclass":
-        return target.astype(np.int64)
-    if task.kind in ("binary", "multilabel"):
-        return target.round().astype(np.int64)
-    return target
+    """What the estimator fits: class indices, 0/1 labels (binary, multilabel) or the regression targets."""
+    return task.metric_target(torch.from_numpy(target)).numpy()
 
 
 # ---------------------------------------------------------------------------------------------- the run

@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
-from mmfw.data.batch import FEATURES_KEY
+from mmfw.contracts import FEATURES_KEY
 
 log = logging.getLogger(__name__)
 

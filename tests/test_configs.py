@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from torchmetrics import MaxMetric, MinMetric
 
-from mmfw.data.batch import TaskSpec
+from mmfw.contracts import TaskSpec
 from mmfw.encoders import LeNetEncoder
 from mmfw.resolvers import monitor_mode
 from mmfw.train import CONFIG_DIR, ConfigError, apply_defaults, build, check_modalities, instantiate_group

@@ -5,7 +5,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmfw.data.batch import TaskSpec
+from mmfw.contracts import TaskSpec
 from mmfw.encoders import LeNetEncoder
 from mmfw.fusion import ConcatFusion, LateFusion
 from mmfw.module import MultimodalModule, NonFiniteLossError

@@ -23,7 +23,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec
+from mmfw.contracts import MASK_KEY, TARGET_KEY, TaskSpec
 from mmfw.data.manifest import ManifestDataModule
 from mmfw.evaluate import robustness_options
 from mmfw.robustness import (

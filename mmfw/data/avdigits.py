@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmfw.data.audio import add_white_noise, fix_length, log_mel_spectrogram, read_wav, resample
-from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec
+from mmfw.contracts import MASK_KEY, TARGET_KEY, TaskSpec
 from mmfw.data.download import RawDataInfo, ensure_raw_data
 from mmfw.data.loaders import split_loader
 

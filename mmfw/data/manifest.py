@@ -42,7 +42,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmfw.data.audio import log_mel_spectrogram, read_wav, resample
-from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec
+from mmfw.contracts import MASK_KEY, TARGET_KEY, TaskSpec
 from mmfw.data.image import load_image, to_float
 from mmfw.data.loaders import split_loader
 from mmfw.data.tabular import TabularStats, category_key, decimal_value

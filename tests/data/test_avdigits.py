@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from mmfw.data import avdigits as avdigits_module
 from mmfw.data import download
 from mmfw.data.avdigits import AVDigitsDataModule, _pca_residual
-from mmfw.data.batch import TaskSpec
+from mmfw.contracts import TaskSpec
 from mmfw.data.download import DataDigestWarning, DataUnavailableError, ensure_raw_data
 
 SPEAKERS = ("alice", "bob", "carol")

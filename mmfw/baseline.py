@@ -97,30 +97,16 @@ def split_arrays(datamodule: pl.LightningDataModule, split: str, modalities: Seq
 
 
 def modality_kinds(datamodule: pl.LightningDataModule) -> dict[str, str]:
-    kinds = getattr(datamodule, "modality_kinds", None)
-    if kinds is None:
-        raise TypeError(
-            f"{type(datamodule).__name__} has no `modality_kinds` ({{modality: image|audio|text|tabular}}): the "
-            "baseline needs it to choose features"
-        )
-    return dict(kinds)
+    """``{modality: kind}``: the baseline chooses features by kind (:mod:`mmfw.data.base`)."""
+    return dict(datamodule.modality_kinds)
 
 
 def raw_texts(datamodule: pl.LightningDataModule, split: str, modality: str, present: np.ndarray) -> list[str] | None:
     """The raw strings of a text modality in dataset order ("" where missing), or None when the datamodule keeps
-    only token ids. A datamodule may expose ``raw_texts(split, modality)``; the manifest datamodule's texts are
-    read back from its manifest through ``split_rows`` (1-based data rows per split, in dataset order)."""
-    hook = getattr(datamodule, "raw_texts", None)
-    if callable(hook):
-        values = list(hook(split, modality))
-    else:
-        from mmfw.data.manifest import ManifestDataModule, read_manifest
-
-        if not isinstance(datamodule, ManifestDataModule):
-            return None
-        records = read_manifest(datamodule.manifest)
-        column = datamodule.columns[modality]["column"]
-        values = [records[row - 1].get(column) for row in datamodule.split_rows[split]]
+    only token ids (``datamodule.raw_texts``)."""
+    values = datamodule.raw_texts(split, modality)
+    if values is None:
+        return None
     if len(values) != len(present):
         raise RuntimeError(f"{split} split: {len(values)} raw texts of {modality!r} for {len(present)} samples")
     return [str(v) if p and v is not None else "" for v, p in zip(values, present, strict=True)]

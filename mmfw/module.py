@@ -39,7 +39,7 @@ class MultimodalModule(pl.LightningModule):
     Args:
         encoders: one encoder per modality, in the order of the batch's mask columns.
         fusion: factory ``fusion(in_dims={modality: encoder.out_dim}) -> nn.Module`` (a Hydra partial); a fusion
-            that outputs logits (late) also gets ``num_outputs`` from the task (:func:`mmfw.fusion.factory.build_fusion`).
+            that outputs logits (late) also gets the task's ``num_outputs`` (:mod:`mmfw.fusion.factory`).
         head: factory ``head(in_features, out_features) -> nn.Module``; unused when the fusion outputs logits.
         task: what to predict (from the datamodule).
         optimizer: factory ``optimizer(params) -> Optimizer``.
@@ -104,9 +104,7 @@ class MultimodalModule(pl.LightningModule):
         # the ranks would issue collectives in different orders and hang.
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         ablations = self.modalities if modality_ablation and len(self.modalities) > 1 else []
-        self.ablation_metrics = nn.ModuleDict(
-            {name: task.metrics("test/", postfix=f"[-{name}]") for name in ablations}
-        )
+        self.ablation_metrics = nn.ModuleDict({name: task.metrics("test/", postfix=f"[-{name}]") for name in ablations})
         # Fed with synchronised values: nothing to synchronise again.
         self.val_best = MaxMetric(sync_on_compute=False) if monitor_mode == "max" else MinMetric(sync_on_compute=False)
         # Saved in checkpoints, so a resumed run keeps its best so far.

@@ -216,9 +216,9 @@ def train(cfg: DictConfig) -> float | None:
             cfg,
             run_dir,
             loggers,
-            skipped=getattr(datamodule, "skipped", None) or [],
+            skipped=datamodule.skipped,
             resumed=checkpoint,
-            truncated=getattr(datamodule, "truncated", None) or {},
+            truncated=datamodule.truncated,
         )
         if rank_zero_only.rank == 0:
             cached = isinstance(datamodule, feature_cache.FeatureCacheDataModule)
@@ -322,11 +322,9 @@ def metrics_with_prefix(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
 
 @rank_zero_only
 def write_splits(datamodule: pl.LightningDataModule, run_dir: Path) -> None:
-    """``<run>/splits.csv``: which split each manifest row is in, for a datamodule that can tell
-    (``write_splits(path)``)."""
-    writer = getattr(datamodule, "write_splits", None)
-    if callable(writer):
-        writer(run_dir / "splits.csv")
+    """``<run>/splits.csv``: which split each manifest row is in, for a datamodule that can tell (the others write
+    nothing)."""
+    datamodule.write_splits(run_dir / "splits.csv")
 
 
 @rank_zero_only

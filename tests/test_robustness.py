@@ -368,7 +368,7 @@ def test_sweep_over_all_four_kinds_on_a_manifest(manifest_path, tmp_path):
 def test_avdigits_redecodes_the_cached_audio_exactly(tmp_path, avdigits_raw):
     cfg = compose_train([*TINY_AVDIGITS], tmp_path)
     datamodule, model = build(cfg, stage="test")
-    clean = datamodule.datasets["test"].tensors["audio"]
+    clean = datamodule.datasets["test"].inputs["audio"]
     same = torch.cat([b["audio"] for b in datamodule.corrupted_dataloader("test", "audio", lambda w, **_: w)])
     assert torch.equal(same, clean)  # the waveform path rebuilds the cached spectrograms bit for bit
     report = evaluate_robustness(model, datamodule, corruptions={"audio": AudioSNRNoise(snr_db=[10.0, -10.0])})

@@ -18,44 +18,24 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
 
+from mmfw.contracts import TaskSpec
 from mmfw.data.audio import add_white_noise, fix_length, log_mel_spectrogram, read_wav, resample
-from mmfw.contracts import MASK_KEY, TARGET_KEY, TaskSpec
+from mmfw.data.base import SPLITS, MultimodalDataModule, TensorDictDataset
 from mmfw.data.download import RawDataInfo, ensure_raw_data
-from mmfw.data.loaders import split_loader
 
 AVAILABLE_MODALITIES = ("image", "audio")
-SPLITS = ("train", "val", "test")
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}  # part of the per-pair noise seed
 _CACHE_VERSION = 2  # bump when the construction changes, so old caches are not reused
 _RMS = 0.1  # every recording is scaled to this RMS before noise is added
 _NAME = re.compile(r"^(\d)_([A-Za-z0-9-]+)_(\d+)\.wav$")
 
 
-class DictDataset(Dataset):
-    """In-memory samples ``{modality: tensors[m][i], "mask": all True (M,), "target": target[i]}``."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor], target: torch.Tensor) -> None:
-        self.tensors = tensors
-        self.target = target
-        self._mask = torch.ones(len(tensors), dtype=torch.bool)
-
-    def __len__(self) -> int:
-        return len(self.target)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sample = {name: t[index] for name, t in self.tensors.items()}
-        sample[MASK_KEY] = self._mask.clone()
-        sample[TARGET_KEY] = self.target[index]
-        return sample
-
-
-class AVDigitsDataModule(pl.LightningDataModule):
+class AVDigitsDataModule(MultimodalDataModule):
     """Audio-visual digits from real MNIST + FSDD; processed arrays are cached as npz.
 
     Args:
@@ -106,7 +86,6 @@ class AVDigitsDataModule(pl.LightningDataModule):
         seed: int = 1234,
         download: bool = True,
     ) -> None:
-        super().__init__()
         modalities = list(AVAILABLE_MODALITIES if modalities is None else modalities)
         unknown = [m for m in modalities if m not in AVAILABLE_MODALITIES]
         if unknown or not modalities or len(set(modalities)) != len(modalities):
@@ -121,9 +100,10 @@ class AVDigitsDataModule(pl.LightningDataModule):
         for key, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
             if value < 1:
                 raise ValueError(f"datamodule.{key} must be >= 1, got {value}")
+        super().__init__(
+            modalities=modalities, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, seed=seed
+        )
         self.raw_dir, self.cache_dir, self.download = raw_dir, cache_dir, download
-        self.modalities = modalities
-        self.batch_size, self.num_workers, self.pin_memory, self.seed = batch_size, num_workers, pin_memory, seed
         # Everything that changes the processed arrays; hashed into the cache folder name.
         self.build_params = dict(
             train_size=train_size,
@@ -140,10 +120,23 @@ class AVDigitsDataModule(pl.LightningDataModule):
             sample_rate=sample_rate,
             seed=seed,
         )
-        self.task = TaskSpec("multiclass", 10, [str(d) for d in range(10)])
-        self.encoder_inputs = {m: {"in_chans": 1} for m in modalities}
-        self.datasets: dict[str, DictDataset] = {}
+        self.datasets: dict[str, TensorDictDataset] = {}
         self.meta: dict = {}
+
+    @property
+    def task(self) -> TaskSpec:
+        """The digit, ten classes."""
+        return TaskSpec("multiclass", 10, [str(d) for d in range(10)])
+
+    @property
+    def encoder_inputs(self) -> dict[str, dict[str, Any]]:
+        """Grey images and one-channel spectrograms."""
+        return {m: {"in_chans": 1} for m in self.modalities}
+
+    @property
+    def modality_kinds(self) -> dict[str, str]:
+        """``{modality: kind}``: here the modality names are their kinds."""
+        return {m: m for m in self.modalities}
 
     # ------------------------------------------------------------------ cache
     def _raw_info(self) -> RawDataInfo:
@@ -188,39 +181,17 @@ class AVDigitsDataModule(pl.LightningDataModule):
             if split in self.datasets:
                 continue
             with np.load(folder / f"{split}.npz") as data:  # reads only the arrays asked for
-                tensors = {m: torch.from_numpy(data[m]) for m in self.modalities}
+                inputs = {m: torch.from_numpy(data[m]) for m in self.modalities}
                 target = torch.from_numpy(data["target"]).long()
-            self.datasets[split] = DictDataset(tensors, target)
+            mask = torch.ones(len(target), len(self.modalities), dtype=torch.bool)  # every pair has every modality
+            self.datasets[split] = TensorDictDataset(inputs, mask, target)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def dataset(self, split: str) -> TensorDictDataset:
         if split not in self.datasets:
             raise RuntimeError(f"call setup() before asking for the {split} dataloader")
-        return split_loader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            seed=self.seed,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self.datasets[split]
 
     # ------------------------------------------------------------ waveforms (mmfw.robustness, mmfw.tools)
-    @property
-    def modality_kinds(self) -> dict[str, str]:
-        """``{modality: kind}``: here the modality names are their kinds."""
-        return {m: m for m in self.modalities}
 
     def pair_waves(self, split: str, *, noisy: bool = True) -> tuple[list[np.ndarray], list[str]]:
         """The waveforms the split's spectrograms are computed from, in pair order — each recording RMS-normalised,
@@ -244,7 +215,7 @@ class AVDigitsDataModule(pl.LightningDataModule):
             self._pair_waves_cache[(split, noisy)] = (out, [names[r] for r in rec_index])
         return self._pair_waves_cache[(split, noisy)]
 
-    def corrupted_dataloader(self, split: str, modality: str, corrupt: Callable[..., np.ndarray]) -> DataLoader:
+    def corrupted_dataset(self, split: str, modality: str, corrupt: Callable[..., np.ndarray]) -> TensorDictDataset:
         """``split``'s pairs, in order, with the audio recomputed from ``corrupt(wave, *, sample_rate, signal_power,
         index) -> wave`` applied to each noisy waveform (``signal_power``: the power every recording is normalised
         to; ``index``: the pair's position), then the log-mel and the training-split band standardisation."""
@@ -256,16 +227,13 @@ class AVDigitsDataModule(pl.LightningDataModule):
         band_mean = np.asarray(self.meta["audio"]["band_mean"], dtype=np.float32)[:, None]
         band_std = np.asarray(self.meta["audio"]["band_std"], dtype=np.float32)[:, None]
         clean = self.datasets[split]
-        specs = np.empty(tuple(clean.tensors["audio"].shape), dtype=np.float32)
+        specs = np.empty(tuple(clean.inputs["audio"].shape), dtype=np.float32)
         for i, wave in enumerate(self.pair_waves(split)[0]):
             noisy = corrupt(wave, sample_rate=p["sample_rate"], signal_power=_RMS**2, index=i)
             spec = log_mel_spectrogram(noisy, p["sample_rate"], n_mels=p["n_mels"], n_fft=p["n_fft"],
                                        hop_length=p["hop_length"], num_frames=p["num_frames"])  # fmt: skip
             specs[i, 0] = (spec - band_mean) / band_std
-        dataset = DictDataset({**clean.tensors, "audio": torch.from_numpy(specs)}, clean.target)
-        return split_loader(
-            dataset, batch_size=self.batch_size, shuffle=False, seed=self.seed, num_workers=self.num_workers
-        )
+        return clean.replace("audio", torch.from_numpy(specs))
 
 
 # ---------------------------------------------------------------------------------------------- construction

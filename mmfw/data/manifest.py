@@ -37,14 +37,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
 
+from mmfw.contracts import TaskSpec
 from mmfw.data.audio import log_mel_spectrogram, read_wav, resample
-from mmfw.contracts import MASK_KEY, TARGET_KEY, TaskSpec
+from mmfw.data.base import MultimodalDataModule, TensorDictDataset
 from mmfw.data.image import load_image, to_float
-from mmfw.data.loaders import split_loader
 from mmfw.data.tabular import TabularStats, category_key, decimal_value
 from mmfw.data.text import (
     ByteTokenizer,
@@ -87,28 +85,7 @@ class _RowProblem(Exception):
         self.column, self.reason = column, reason
 
 
-class ManifestDataset(Dataset):
-    """In-memory decoded samples of one split (see the module docstring for shapes)."""
-
-    def __init__(self, inputs: dict[str, Any], mask: torch.Tensor, target: torch.Tensor, images: set[str]) -> None:
-        self.inputs, self.mask, self.target, self.images = inputs, mask, target, images
-
-    def __len__(self) -> int:
-        return len(self.target)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample: dict[str, Any] = {}
-        for name, value in self.inputs.items():
-            if isinstance(value, dict):
-                sample[name] = {key: tensor[index] for key, tensor in value.items()}
-            else:
-                sample[name] = to_float(value[index]) if name in self.images else value[index]
-        sample[MASK_KEY] = self.mask[index]
-        sample[TARGET_KEY] = self.target[index]
-        return sample
-
-
-class ManifestDataModule(pl.LightningDataModule):
+class ManifestDataModule(MultimodalDataModule):
     """Any mix of image, audio, text and tabular columns from a manifest file; see ``conf/datamodule/manifest.yaml``.
 
     Args:
@@ -190,7 +167,6 @@ class ManifestDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
     ) -> None:
-        super().__init__()
         self.manifest = Path(os.path.normpath(Path(manifest).expanduser().absolute()))
         try:
             codecs.lookup(encoding)
@@ -199,7 +175,10 @@ class ManifestDataModule(pl.LightningDataModule):
                              "cp1252, ...)") from None  # fmt: skip
         self.encoding = encoding
         self.columns = _check_columns(_plain(columns))
-        self.modalities = list(self.columns) if modalities is None else list(_plain(modalities))
+        super().__init__(
+            modalities=list(self.columns) if modalities is None else list(_plain(modalities)),
+            batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, seed=int(seed),
+        )  # fmt: skip
         unknown = [m for m in self.modalities if m not in self.columns]
         if unknown or not self.modalities:
             raise ValueError(
@@ -224,7 +203,7 @@ class ManifestDataModule(pl.LightningDataModule):
         size = [int(image_size)] * 2 if isinstance(image_size, int) else [int(s) for s in _plain(image_size)]
         self.task_kind, self.label_delimiter, self.split_column = task, label_delimiter, split_column
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
-        self.split_seed, self.seed = int(split_seed), int(seed)
+        self.split_seed = int(split_seed)
         self.image_mode, self.image_size = image_mode, (size[0], size[1])
         self.audio = dict(sample_rate=sample_rate, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length,
                           num_frames=num_frames)  # fmt: skip
@@ -234,7 +213,6 @@ class ManifestDataModule(pl.LightningDataModule):
         self.text_len = int(max_ngrams) if text_tokenizer == "ngrams" else int(max_text_len)
         self.missing_file, self.on_bad_sample, self.allow_outside_root = missing_file, on_bad_sample, allow_outside_root
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
-        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         # Everything that changes the decoded samples keys the disk cache (modalities does not: all are decoded).
         self._settings = {
             "encoding": encoding, "columns": self.columns, "target": self.target, "task": task,
@@ -245,8 +223,6 @@ class ManifestDataModule(pl.LightningDataModule):
             "ngram_buckets": self.ngram_buckets, "ngram_unique": self.ngram_unique, "missing_file": missing_file,
             "on_bad_sample": on_bad_sample, "allow_outside_root": allow_outside_root,
         }  # fmt: skip
-        self.skipped: list[dict[str, Any]] = []
-        self.truncated: dict[str, int] = {}
         self.text_tokenizer: ByteTokenizer | HFTokenizer | NgramTokenizer | None = None
         self.tabular_stats: dict[str, TabularStats] = {}
         self.split_rows: dict[str, list[int]] = {}
@@ -276,37 +252,15 @@ class ManifestDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self._load_or_build()
 
-    def dataset(self, split: str) -> ManifestDataset:
+    def dataset(self, split: str) -> TensorDictDataset:
         """The samples of ``split`` with the selected modalities only."""
         if self._data is None:
             raise RuntimeError(f"call setup() before asking for the {split} data")
         part = self._data["splits"][split]
         index = [self._data["modalities"].index(m) for m in self.modalities]
-        images = {m for m in self.modalities if self.columns[m]["kind"] == "image"}
+        views = {m: to_float for m in self.modalities if self.columns[m]["kind"] == "image"}
         inputs = {m: part["inputs"][m] for m in self.modalities}
-        return ManifestDataset(inputs, part["mask"][:, index].contiguous(), part["target"], images)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return split_loader(
-            self.dataset(split),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            seed=self.seed,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return TensorDictDataset(inputs, part["mask"][:, index].contiguous(), part["target"], views)
 
     def write_splits(self, path: Path) -> None:
         """``path`` as CSV ``row,split``: each manifest data row (1-based, header not counted) and its split;
@@ -333,7 +287,7 @@ class ManifestDataModule(pl.LightningDataModule):
         """``{modality: kind}`` of the selected modalities (``image``, ``audio``, ``text`` or ``tabular``)."""
         return {m: self.columns[m]["kind"] for m in self.modalities}
 
-    def corrupted_dataloader(self, split: str, modality: str, corrupt: Callable[..., Any]) -> DataLoader:
+    def corrupted_dataset(self, split: str, modality: str, corrupt: Callable[..., Any]) -> TensorDictDataset:
         """``split``'s samples, in order, with ``modality`` decoded again from the manifest through ``corrupt``.
 
         audio: ``corrupt(wave, *, sample_rate, signal_power, index) -> wave`` on the resampled waveform
@@ -362,12 +316,7 @@ class ManifestDataModule(pl.LightningDataModule):
                 power = float(np.mean(np.square(wave, dtype=np.float64)))
                 wave = corrupt(wave, sample_rate=self.audio["sample_rate"], signal_power=power, index=int(i))
                 decoded[i, 0] = torch.from_numpy(log_mel_spectrogram(wave, **self.audio))
-        mask = base.mask.clone()
-        mask[:, j] = present
-        dataset = ManifestDataset({**base.inputs, modality: decoded}, mask, base.target, base.images)
-        return split_loader(
-            dataset, batch_size=self.batch_size, shuffle=False, seed=self.seed, num_workers=self.num_workers
-        )
+        return base.replace(modality, decoded, present)
 
     # ------------------------------------------------------------------ cache
     def _load_or_build(self) -> None:

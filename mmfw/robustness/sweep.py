@@ -41,16 +41,14 @@ class Corruption(Protocol):
 
 
 def modality_kinds(datamodule: Any) -> dict[str, str]:
-    """``{modality: kind}`` from ``datamodule.modality_kinds``, else from the names (AV-digits: image, audio)."""
-    kinds = getattr(datamodule, "modality_kinds", None)
-    if kinds is None:
-        kinds = {m: m for m in datamodule.modalities if m in KINDS}
+    """``{modality: kind}`` of the run's modalities (``datamodule.modality_kinds``, :mod:`mmfw.data.base`)."""
+    kinds = dict(datamodule.modality_kinds)
     missing = [m for m in datamodule.modalities if m not in kinds]
     if missing:
         raise RobustnessConfigError(
-            f"cannot tell the kind of modality {missing}: {type(datamodule).__name__} has no `modality_kinds`"
+            f"cannot tell the kind of modality {missing}: {type(datamodule).__name__}.modality_kinds lacks it"
         )
-    return dict(kinds)
+    return kinds
 
 
 def plan_corruptions(

@@ -333,7 +333,7 @@ def test_manifest_redecodes_audio_and_text_through_the_corruption(manifest_path)
     noisy = next(iter(dm.corrupted_dataloader("test", "voice", AudioSNRNoise.transform(-5.0, 0, "voice"))))
     assert (noisy["voice"] - clean["voice"]).abs().mean() > 0.5
     gone = next(iter(dm.corrupted_dataloader("test", "caption", CharacterDrop.transform(1.0, 0, "caption"))))
-    assert not gone[MASK_KEY][:, 2].any() and torch.all(gone["caption"] == dm.text_tokenizer.pad_id)
+    assert not gone[MASK_KEY][:, 2].any() and torch.all(gone["caption"] == dm.codecs["text"].tokenizer.pad_id)
     with pytest.raises(ValueError, match="only audio and text"):
         dm.corrupted_dataloader("test", "photo", lambda x, **_: x)
 

@@ -223,6 +223,8 @@ def train(cfg: DictConfig) -> float | None:
         if rank_zero_only.rank == 0:
             cached = isinstance(datamodule, feature_cache.FeatureCacheDataModule)
             extra = {"feature_cache": datamodule.describe()} if cached else {}
+            if datamodule.fold is not None:  # a cross-validation fold: mmfw-compare groups runs by it
+                extra["fold"] = datamodule.fold
             run_folder.update_run_json(run_dir, threads=threads, **extra)
         write_splits(datamodule, run_dir)
         # weights_only: checkpoints are data; torch's default can be switched off by TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.

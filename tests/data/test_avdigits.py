@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from mmfw.contracts import TaskSpec
 from mmfw.data import avdigits as avdigits_module
 from mmfw.data import download
-from mmfw.data.avdigits import AVDigitsDataModule, _pca_residual
+from mmfw.data.avdigits import AVDigitsDataModule
+from mmfw.data.avdigits_build import _pca_residual
 from mmfw.data.download import DataDigestWarning, DataUnavailableError, ensure_raw_data
 
 SPEAKERS = ("alice", "bob", "carol")
@@ -255,3 +256,15 @@ def test_real_data_build(tmp_path: Path, avdigits_raw: Path) -> None:
     again.prepare_data()
     again.setup()
     assert time.perf_counter() - start < 10
+
+
+def test_speaker_folds_rotate_the_validation_speaker(raw_dir: Path, tmp_path: Path) -> None:
+    first = ready(small_dm(raw_dir, tmp_path, fold=0), "fit")
+    assert first.meta["speakers"] == {"train": ["bob"], "val": ["alice"], "test": ["carol"]}
+    assert first.fold == {"fold": 0, "folds": 2, "val_speaker": "alice"}
+    second, named = ready(small_dm(raw_dir, tmp_path, fold=1)), ready(small_dm(raw_dir, tmp_path))
+    assert second.meta["speakers"]["val"] == ["bob"] and named.fold is None
+    for split in ("train", "val", "test"):  # fold 1 is val_speaker=bob, the same pairs
+        torch.testing.assert_close(second.datasets[split].inputs["audio"], named.datasets[split].inputs["audio"])
+    with pytest.raises(ValueError, match=r"datamodule.fold=2: there are 2 validation speakers \['alice', 'bob'\]"):
+        ready(small_dm(raw_dir, tmp_path, fold=2))

@@ -226,6 +226,29 @@ def test_seeded_split_is_stratified_and_reproducible(tmp_path):
     assert again.split_rows == dm.split_rows and other.split_rows != dm.split_rows
 
 
+def test_k_fold_validates_every_row_once_stratified_and_keeps_the_test_split(tmp_path):
+    labels = ["a"] * 30 + ["b"] * 15 + ["c"] * 15
+    rows = [{"age": str(i), "label": label} for i, label in enumerate(labels)]
+    path = write_manifest(tmp_path, rows)
+    kwargs = dict(modalities=["meta"], columns={"meta": {"kind": "tabular", "numeric": ["age"]}}, test_fraction=0.2)
+    plain = make_dm(path, **kwargs)
+    folds = [make_dm(path, **kwargs, folds=4, fold=i) for i in range(4)]
+    assert all(dm.split_rows["test"] == plain.split_rows["test"] for dm in folds)  # the test split stays as it is
+    validated = [r for dm in folds for r in dm.split_rows["val"]]
+    pool = set(plain.split_rows["train"]) | set(plain.split_rows["val"])
+    assert len(validated) == len(set(validated)) == len(pool) - 3  # each label's kept row always trains
+    assert all(set(dm.split_rows["train"]) == pool - set(dm.split_rows["val"]) for dm in folds)
+    for dm in folds:  # 12 of 48 pooled rows, each label in proportion (2:1:1)
+        counts = pd.Series([labels[r - 1] for r in dm.split_rows["val"]]).value_counts().to_dict()
+        assert abs(counts["a"] - 6) <= 1 and abs(counts["b"] - 3) <= 1 and abs(counts["c"] - 3) <= 1
+    assert folds[1].fold == {"fold": 1, "folds": 4} and plain.fold is None
+    assert make_dm(path, **kwargs, folds=4, fold=1).split_rows == folds[1].split_rows  # seeded by split_seed
+    with pytest.raises(ValueError, match="datamodule.folds=4 datamodule.fold=4"):
+        make_dm(path, **kwargs, folds=4, fold=4)
+    with pytest.raises(ValueError, match="needs datamodule.folds"):
+        make_dm(path, **kwargs, fold=0)
+
+
 def test_seed_varies_shuffling_not_the_split_and_splits_csv_says_which_row_went_where(tmp_path):
     labels = ["a"] * 20 + ["b"] * 10 + ["c"] * 10
     rows = [{"age": str(i), "label": label} for i, label in enumerate(labels)]

@@ -21,7 +21,7 @@ import torch
 from mmfw.contracts import KINDS, TASK_KINDS, TaskSpec
 from mmfw.data.base import SPLITS, MultimodalDataModule, TensorDictDataset
 from mmfw.data.manifest.build import SplitPlan, build_samples
-from mmfw.data.manifest.codecs import ColumnCodec, DecodeSettings, ManifestFiles, codec_class
+from mmfw.data.manifest.codecs import DecodeSettings, ManifestFiles, codec_class, make_codecs
 from mmfw.data.manifest.reader import ManifestError, is_missing, plain, read_manifest, sha256_file
 
 log = logging.getLogger(__name__)
@@ -123,16 +123,12 @@ class ManifestDataModule(MultimodalDataModule):
             modalities=list(self.columns) if modalities is None else list(plain(modalities)),
             batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, seed=int(seed),
         )  # fmt: skip
-        unknown = [m for m in self.modalities if m not in self.columns]
-        if unknown or not self.modalities:
-            raise ValueError(
-                f"modalities={self.modalities} names {unknown or 'nothing'}, but datamodule.columns configures "
-                f"{sorted(self.columns)}: set `modalities` to some of those (or add columns for the others)"
-            )
         self.target = [target] if isinstance(target, str) else list(plain(target))
-        _check_choices(task=task, target=self.target, image_mode=image_mode, missing_file=missing_file,
-                       on_bad_sample=on_bad_sample, text_tokenizer=text_tokenizer, val_fraction=val_fraction,
-                       test_fraction=test_fraction, folds=folds, fold=fold)  # fmt: skip
+        _check_choices(
+            modalities=self.modalities, columns=self.columns, task=task, target=self.target, image_mode=image_mode,
+            missing_file=missing_file, on_bad_sample=on_bad_sample, text_tokenizer=text_tokenizer,
+            val_fraction=val_fraction, test_fraction=test_fraction, folds=folds, fold=fold,
+        )  # fmt: skip
         size = [int(image_size)] * 2 if isinstance(image_size, int) else [int(s) for s in plain(image_size)]
         self.split_seed = int(split_seed)
         self.fold = None if folds is None else {"fold": int(fold), "folds": int(folds)}
@@ -152,17 +148,13 @@ class ManifestDataModule(MultimodalDataModule):
         )  # fmt: skip
         files = ManifestFiles(root=self.manifest.parent, allow_outside_root=allow_outside_root,
                               missing_file=missing_file)  # fmt: skip
-        kinds = dict.fromkeys(spec["kind"] for spec in self.columns.values())
-        self.codecs: dict[str, ColumnCodec] = {
-            kind: codec_class(kind)(settings=self.settings, files=files,
-                                    specs={m: s for m, s in self.columns.items() if s["kind"] == kind})
-            for kind in kinds
-        }  # fmt: skip
+        self.codecs = make_codecs(self.columns, settings=self.settings, files=files)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         # Everything that changes the decoded samples keys the disk cache (modalities does not: all are decoded).
-        self._settings = {"encoding": encoding, "columns": self.columns, "plan": vars(self.plan),
-                          "decode": vars(self.settings), "max_text_len": max_text_len, "max_ngrams": max_ngrams,
-                          "missing_file": missing_file, "allow_outside_root": allow_outside_root}  # fmt: skip
+        plan = {k: v for k, v in vars(self.plan).items() if k != "manifest"}  # the file is keyed by its content
+        self._settings = {"encoding": encoding, "columns": self.columns, "plan": plan, "decode": vars(self.settings),
+                          "max_text_len": max_text_len, "max_ngrams": max_ngrams, "missing_file": missing_file,
+                          "allow_outside_root": allow_outside_root}  # fmt: skip
         self.split_rows: dict[str, list[int]] = {}
         self._data: dict[str, Any] | None = None
         self._task: TaskSpec | None = None
@@ -339,9 +331,17 @@ def _check_encoding(encoding: str) -> str:
     return encoding
 
 
-def _check_choices(*, task: str | None, target: list[str], image_mode: str, missing_file: str, on_bad_sample: str,
-                   text_tokenizer: str, val_fraction: float, test_fraction: float, folds: int | None,
-                   fold: int | None) -> None:  # fmt: skip
+def _check_choices(
+    *, modalities: list[str], columns: dict[str, Any], task: str | None, target: list[str], image_mode: str,
+    missing_file: str, on_bad_sample: str, text_tokenizer: str, val_fraction: float, test_fraction: float,
+    folds: int | None, fold: int | None,
+) -> None:  # fmt: skip
+    unknown = [m for m in modalities if m not in columns]
+    if unknown or not modalities:
+        raise ValueError(
+            f"modalities={modalities} names {unknown or 'nothing'}, but datamodule.columns configures "
+            f"{sorted(columns)}: set `modalities` to some of those (or add columns for the others)"
+        )
     _choice("task", task, (*TASK_KINDS, None))
     if len(target) > 1 and task not in (None, "regression"):
         raise ValueError(f"a list of target columns means multi-output regression; datamodule.task is {task!r}")

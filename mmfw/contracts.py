@@ -13,7 +13,7 @@ nothing else branches on ``task.kind``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,6 +36,10 @@ MASK_KEY = "mask"
 TARGET_KEY = "target"
 FEATURES_KEY = "features"
 MODALITIES_KEY = "modalities"
+MINORITY_AUROC = 0.35
+"""``monitor.metric=auto`` monitors ``val/auroc`` for a binary task whose rarer class is below this share of the
+training split (accuracy rewards predicting the majority there), ``val/acc`` for other classification tasks and
+``val/mse`` for regression."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,17 @@ class TaskSpec:
     def default_monitor(self) -> str:
         """The validation metric ``monitor.metric=auto`` picks (before the class-balance rule of binary tasks)."""
         return "val/mse" if self.is_regression else "val/acc"
+
+    def auto_monitor(self, train_target: Callable[[], torch.Tensor | None]) -> str:
+        """What ``monitor.metric=auto`` monitors (see :data:`MINORITY_AUROC`); ``train_target`` gives the training
+        split's targets, read only for a binary task."""
+        if self.kind == "binary":
+            target = train_target()
+            if target is not None and len(target):
+                positive = float(torch.as_tensor(target, dtype=torch.float32).mean())
+                if min(positive, 1 - positive) < MINORITY_AUROC:
+                    return "val/auroc"
+        return self.default_monitor
 
     def metrics(self, prefix: str, postfix: str | None = None) -> MetricCollection:
         """Metrics for one split; ``prefix`` is ``"train/"``, ``"val/"`` or ``"test/"``; ``postfix`` e.g.

@@ -89,12 +89,6 @@ def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
         )
 
 
-MINORITY_AUROC = 0.35
-"""``monitor.metric=auto`` monitors ``val/auroc`` for a binary task whose rarer class is below this share of the
-training split (accuracy rewards predicting the majority there), ``val/acc`` for other classification tasks and
-``val/mse`` for regression."""
-
-
 def apply_defaults(cfg: DictConfig) -> None:
     """Fill in what the least config leaves out, in place, before anything is built.
 
@@ -122,16 +116,11 @@ def apply_defaults(cfg: DictConfig) -> None:
 
 
 def default_monitor(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
-    """Resolve ``monitor.metric=auto`` from the task and the training split's labels (see MINORITY_AUROC)."""
+    """Resolve ``monitor.metric=auto`` from the task and the training split's labels (:meth:`TaskSpec.auto_monitor`)."""
     if cfg.monitor.metric != "auto":
         return
     task = datamodule.task
-    metric = {"regression": "val/mse"}.get(task.kind, "val/acc")
-    if task.kind == "binary":
-        target = getattr(datamodule.train_dataloader().dataset, "target", None)
-        if target is not None and len(target):
-            positive = float(torch.as_tensor(target, dtype=torch.float32).mean())
-            metric = "val/auroc" if min(positive, 1 - positive) < MINORITY_AUROC else metric
+    metric = task.auto_monitor(lambda: datamodule.dataset("train").target)
     log.info("monitor.metric=auto: monitoring %s (%s task)", metric, task.kind)
     cfg.monitor.metric = metric
 
@@ -150,7 +139,7 @@ def build(cfg: DictConfig, stage: str = "fit") -> tuple[pl.LightningDataModule, 
     task = datamodule.task
     default_monitor(cfg, datamodule)
     with open_dict(cfg):
-        # Data-derived sizes reach configs by interpolation (e.g. fusion.num_outputs: ${data.num_outputs}).
+        # What the data turned out to be, in the saved config (for reading; the model gets it from the datamodule).
         cfg.data = {"kind": task.kind, "num_outputs": task.num_outputs, "class_names": task.class_names}
     encoders, configs = {}, {}
     for name in datamodule.modalities:

@@ -15,7 +15,7 @@ penalty. A sample whose modality is missing (mask bit False) gets zeros there; t
 mask bits. Models: logistic regression (multiclass: multinomial; binary), one-vs-rest logistic regression
 (multilabel), ridge (regression). The regularisation ``C`` (ridge: ``alpha = 1 / C``) is chosen on the val split
 by the run's ``monitor.metric``; test metrics are computed with the model's own torchmetrics
-(:func:`mmfw.metrics.build_metrics`).
+(:meth:`mmfw.contracts.TaskSpec.metrics`).
 
 Writes ``<run>/baseline/metrics.json`` and merges ``baseline/test/<metric>`` (all modalities) and
 ``baseline[<modality>]/test/<metric>`` into ``<run>/test_metrics.json`` and ``run.json`` ``test_metrics`` (so
@@ -49,8 +49,7 @@ from sklearn.pipeline import FeatureUnion
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from torch.utils.data import DataLoader
 
-from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec
-from mmfw.metrics import build_metrics, default_loss
+from mmfw.contracts import MASK_KEY, TARGET_KEY, TaskSpec
 from mmfw.runs import run_folder
 from mmfw.runs.config import CONFIG_DIR, default_monitor
 
@@ -98,30 +97,16 @@ def split_arrays(datamodule: pl.LightningDataModule, split: str, modalities: Seq
 
 
 def modality_kinds(datamodule: pl.LightningDataModule) -> dict[str, str]:
-    kinds = getattr(datamodule, "modality_kinds", None)
-    if kinds is None:
-        raise TypeError(
-            f"{type(datamodule).__name__} has no `modality_kinds` ({{modality: image|audio|text|tabular}}): the "
-            "baseline needs it to choose features"
-        )
-    return dict(kinds)
+    """``{modality: kind}``: the baseline chooses features by kind (:mod:`mmfw.data.base`)."""
+    return dict(datamodule.modality_kinds)
 
 
 def raw_texts(datamodule: pl.LightningDataModule, split: str, modality: str, present: np.ndarray) -> list[str] | None:
     """The raw strings of a text modality in dataset order ("" where missing), or None when the datamodule keeps
-    only token ids. A datamodule may expose ``raw_texts(split, modality)``; the manifest datamodule's texts are
-    read back from its manifest through ``split_rows`` (1-based data rows per split, in dataset order)."""
-    hook = getattr(datamodule, "raw_texts", None)
-    if callable(hook):
-        values = list(hook(split, modality))
-    else:
-        from mmfw.data.manifest import ManifestDataModule, read_manifest
-
-        if not isinstance(datamodule, ManifestDataModule):
-            return None
-        records = read_manifest(datamodule.manifest)
-        column = datamodule.columns[modality]["column"]
-        values = [records[row - 1].get(column) for row in datamodule.split_rows[split]]
+    only token ids (``datamodule.raw_texts``)."""
+    values = datamodule.raw_texts(split, modality)
+    if values is None:
+        return None
     if len(values) != len(present):
         raise RuntimeError(f"{split} split: {len(values)} raw texts of {modality!r} for {len(present)} samples")
     return [str(v) if p and v is not None else "" for v, p in zip(values, present, strict=True)]
@@ -216,7 +201,7 @@ def unit_block(features: dict[str, sp.csr_matrix]) -> dict[str, sp.csr_matrix]:
 
 # ---------------------------------------------------------------------------------------------- models
 def make_model(task: TaskSpec, c: float) -> Any:
-    if task.kind == "regression":
+    if task.is_regression:
         return Ridge(alpha=1.0 / c)
     logistic = LogisticRegression(C=c, max_iter=3000)
     return OneVsRestClassifier(logistic) if task.kind == "multilabel" else logistic
@@ -225,29 +210,15 @@ def make_model(task: TaskSpec, c: float) -> Any:
 def evaluate_model(model: Any, task: TaskSpec, features: sp.csr_matrix, target: np.ndarray, prefix: str) -> dict:
     """The run's metrics (``<prefix>acc`` ...) and ``<prefix>loss``, computed as the Lightning module does."""
     target_t = torch.from_numpy(target)
-    if task.kind == "regression":
-        outputs = torch.from_numpy(np.asarray(model.predict(features), dtype=np.float32)).reshape(target_t.shape)
-        loss = default_loss(task)(outputs, target_t.float())
-        metric_target = target_t
-        preds = outputs
+    if task.is_regression:
+        logits = torch.from_numpy(np.asarray(model.predict(features), dtype=np.float32)).reshape(target_t.shape)
+        preds = logits
     else:
-        proba = np.asarray(model.predict_proba(features), dtype=np.float64)
-        if task.kind == "binary":
-            p = torch.from_numpy(proba[:, 1]).clamp(1e-7, 1 - 1e-7)
-            logits = torch.log(p) - torch.log1p(-p)
-            preds = p
-        else:
-            p = torch.from_numpy(proba).clamp_min(1e-12)
-            logits = torch.log(p)
-            preds = p
-        if task.kind == "multiclass":
-            loss = default_loss(task)(logits.float(), target_t.long())
-            metric_target = target_t.long()
-        else:
-            loss = default_loss(task)(logits.float(), target_t.float())
-            metric_target = target_t.long()
-    metrics = build_metrics(task, prefix)
-    values = {k: float(v) for k, v in metrics(preds.float(), metric_target).items()}
+        proba = torch.from_numpy(np.asarray(model.predict_proba(features), dtype=np.float64))
+        logits, preds = task.logits_from_probabilities(proba)
+    loss = task.loss()(logits.float(), task.loss_target(target_t))
+    metrics = task.metrics(prefix)
+    values = {k: float(v) for k, v in metrics(preds.float(), task.metric_target(target_t)).items()}
     values[f"{prefix}loss"] = float(loss)
     return values
 
@@ -292,11 +263,8 @@ def fit_and_select(
 
 
 def _fit_target(task: TaskSpec, target: np.ndarray) -> np.ndarray:
-    if task.kind == "multiclass":
-        return target.astype(np.int64)
-    if task.kind in ("binary", "multilabel"):
-        return target.round().astype(np.int64)
-    return target
+    """What the estimator fits: class indices, 0/1 labels (binary, multilabel) or the regression targets."""
+    return task.metric_target(torch.from_numpy(target)).numpy()
 
 
 # ---------------------------------------------------------------------------------------------- the run

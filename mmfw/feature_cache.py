@@ -45,7 +45,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
-from mmfw.data.batch import FEATURES_KEY
+from mmfw.contracts import FEATURES_KEY, TaskSpec
+from mmfw.data.base import MultimodalDataModule
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,9 @@ class FeatureDataset(Dataset):
 class FeatureCacheDataModule(pl.LightningDataModule):
     """The run's datamodule with the frozen encoders' outputs added to its train/val/test batches.
 
-    Every attribute it does not define is the wrapped datamodule's (``task``, ``modalities``, ``skipped``,
-    ``corrupted_dataloader``...); corrupted loaders come from the wrapped datamodule and carry no features.
+    It offers the datamodule contract (:class:`mmfw.data.base.MultimodalDataModule`: ``modalities``, ``task``,
+    ``encoder_inputs``, ``modality_kinds``, ``skipped``...) by delegating to the wrapped datamodule; corrupted loaders
+    and raw texts come from it too and carry no features.
 
     Args:
         datamodule: the run's datamodule, set up.
@@ -129,7 +131,7 @@ class FeatureCacheDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        datamodule: pl.LightningDataModule,
+        datamodule: MultimodalDataModule,
         *,
         encoders: Mapping[str, nn.Module],
         configs: Mapping[str, Mapping[str, Any]],
@@ -140,10 +142,46 @@ class FeatureCacheDataModule(pl.LightningDataModule):
         self.encoders, self.configs, self.cache_dir = dict(encoders), dict(configs), Path(cache_dir)
         self.lookups: list[dict[str, Any]] = []  # one record per (split, modality) looked up: key, hit, seconds
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "datamodule":  # not set yet (during __init__ or unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.datamodule, name)
+    # ------------------------------------------------------------------ the datamodule contract: delegated
+    @property
+    def modalities(self) -> list[str]:
+        return self.datamodule.modalities
+
+    @property
+    def task(self) -> TaskSpec:
+        return self.datamodule.task
+
+    @property
+    def encoder_inputs(self) -> dict[str, dict[str, Any]]:
+        return self.datamodule.encoder_inputs
+
+    @property
+    def modality_kinds(self) -> dict[str, str]:
+        return self.datamodule.modality_kinds
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        return self.datamodule.skipped
+
+    @property
+    def truncated(self) -> dict[str, int]:
+        return self.datamodule.truncated
+
+    @property
+    def fold(self) -> dict[str, int] | None:
+        return self.datamodule.fold
+
+    def dataset(self, split: str) -> Dataset:
+        return self.datamodule.dataset(split)
+
+    def corrupted_dataloader(self, split: str, modality: str, corrupt: Callable[..., Any]) -> DataLoader:
+        return self.datamodule.corrupted_dataloader(split, modality, corrupt)
+
+    def raw_texts(self, split: str, modality: str) -> list[str] | None:
+        return self.datamodule.raw_texts(split, modality)
+
+    def write_splits(self, path: Path) -> None:
+        self.datamodule.write_splits(path)
 
     def describe(self) -> dict[str, Any]:
         """What run.json records: which modalities read cached features, from where, and each lookup."""

@@ -12,9 +12,17 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
 
-from mmfw.data.batch import FEATURES_KEY, MASK_KEY, TARGET_KEY, TaskSpec, drop_modalities
+from mmfw.contracts import (
+    FEATURES_KEY,
+    MASK_KEY,
+    MODALITIES_KEY,
+    TARGET_KEY,
+    TaskSpec,
+    check_modality_order,
+    drop_modalities,
+)
 from mmfw.feature_cache import is_frozen
-from mmfw.metrics import build_metrics, default_loss, predictions
+from mmfw.fusion.factory import build_fusion
 
 # Lightning advises sync_dist=True for every epoch-level value under DDP; this module logs values that torchmetrics
 # has already synchronised, and sync_dist is what made the ranks' collectives diverge (see MultimodalModule.__init__).
@@ -30,7 +38,8 @@ class MultimodalModule(pl.LightningModule):
 
     Args:
         encoders: one encoder per modality, in the order of the batch's mask columns.
-        fusion: factory ``fusion(in_dims={modality: encoder.out_dim}) -> nn.Module`` (a Hydra partial).
+        fusion: factory ``fusion(in_dims={modality: encoder.out_dim}) -> nn.Module`` (a Hydra partial); a fusion
+            that outputs logits (late) also gets the task's ``num_outputs`` (:mod:`mmfw.fusion.factory`).
         head: factory ``head(in_features, out_features) -> nn.Module``; unused when the fusion outputs logits.
         task: what to predict (from the datamodule).
         optimizer: factory ``optimizer(params) -> Optimizer``.
@@ -69,34 +78,33 @@ class MultimodalModule(pl.LightningModule):
         self.modalities = list(encoders)
         self.task = task
         self.encoders = nn.ModuleDict(encoders)
-        self.fusion = fusion(in_dims={name: int(enc.out_dim) for name, enc in encoders.items()})
+        in_dims = {name: int(enc.out_dim) for name, enc in encoders.items()}
+        self.fusion = build_fusion(fusion, in_dims=in_dims, num_outputs=task.num_outputs)
         if getattr(self.fusion, "outputs_logits", False):
             if self.fusion.out_dim != task.num_outputs:
                 raise ValueError(
-                    f"fusion outputs {self.fusion.out_dim} logits but the task has {task.num_outputs} outputs: "
-                    "set fusion.num_outputs=${data.num_outputs}"
+                    f"fusion outputs {self.fusion.out_dim} logits but the task has {task.num_outputs} outputs "
+                    f"(num_outputs): {type(self.fusion).__name__} must output num_outputs logits"
                 )
             self.head = nn.Identity()
         else:
             self.head = head(in_features=self.fusion.out_dim, out_features=task.num_outputs)
-        self.loss_fn = loss if loss is not None else default_loss(task)
+        self.loss_fn = loss if loss is not None else task.loss()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.modality_dropout = modality_dropout
         self.monitor = monitor
         self.monitor_mode = monitor_mode
 
-        self.train_metrics = build_metrics(task, "train/")
-        self.val_metrics = build_metrics(task, "val/")
-        self.test_metrics = build_metrics(task, "test/")
+        self.train_metrics = task.metrics("train/")
+        self.val_metrics = task.metrics("val/")
+        self.test_metrics = task.metrics("test/")
         # Epoch losses are torchmetrics too, synchronised in the epoch-end hooks with the other metrics. Values
         # logged with sync_dist are all-reduced whenever something reads them (a progress bar on rank 0 only), so
         # the ranks would issue collectives in different orders and hang.
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         ablations = self.modalities if modality_ablation and len(self.modalities) > 1 else []
-        self.ablation_metrics = nn.ModuleDict(
-            {name: build_metrics(task, "test/", postfix=f"[-{name}]") for name in ablations}
-        )
+        self.ablation_metrics = nn.ModuleDict({name: task.metrics("test/", postfix=f"[-{name}]") for name in ablations})
         # Fed with synchronised values: nothing to synchronise again.
         self.val_best = MaxMetric(sync_on_compute=False) if monitor_mode == "max" else MinMetric(sync_on_compute=False)
         # Saved in checkpoints, so a resumed run keeps its best so far.
@@ -112,9 +120,11 @@ class MultimodalModule(pl.LightningModule):
     def forward(self, batch: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``(B, num_outputs)`` for a batch; ``mask`` overrides ``batch["mask"]`` (B, M).
 
-        A modality whose encoder output the batch already carries (``batch["features"]``, see
+        The batch's ``modalities`` (its mask columns' names) must be the model's, in the same order. A modality whose
+        encoder output the batch already carries (``batch["features"]``, see
         :mod:`mmfw.feature_cache`) is not encoded again.
         """
+        check_modality_order(batch.get(MODALITIES_KEY), self.modalities)
         mask = batch[MASK_KEY] if mask is None else mask
         cached = batch.get(FEATURES_KEY) or {}
         features = {
@@ -125,11 +135,8 @@ class MultimodalModule(pl.LightningModule):
     def _loss_and_outputs(
         self, batch: dict[str, torch.Tensor], mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = predictions(self.task, self(batch, mask))
-        target = batch[TARGET_KEY]
-        loss = self.loss_fn(logits, target.float() if self.task.kind != "multiclass" else target)
-        metric_target = target.long() if self.task.kind in ("binary", "multilabel") else target
-        return loss, logits, metric_target
+        logits, loss_target, metric_target = self.task.prepare(self(batch, mask), batch[TARGET_KEY])
+        return self.loss_fn(logits, loss_target), logits, metric_target
 
     def _dropout_mask(self, mask: torch.Tensor) -> torch.Tensor:
         if self.modality_dropout == 0.0:

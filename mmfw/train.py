@@ -42,7 +42,7 @@ def build(cfg: DictConfig, stage: str = "fit") -> tuple[pl.LightningDataModule, 
     task = datamodule.task
     default_monitor(cfg, datamodule)
     with open_dict(cfg):
-        # Data-derived sizes reach configs by interpolation (e.g. fusion.num_outputs: ${data.num_outputs}).
+        # What the data turned out to be, in the saved config (for reading; the model gets it from the datamodule).
         cfg.data = {"kind": task.kind, "num_outputs": task.num_outputs, "class_names": task.class_names}
     encoders, configs = {}, {}
     for name in datamodule.modalities:

@@ -91,3 +91,14 @@ def test_several_sweeps_together_and_bad_input(sweep, tmp_path):
 
 def test_long_floats_are_shortened_for_display():
     assert pretty("model.optimizer.lr=0.0012345678 fusion=late") == "model.optimizer.lr=0.001235 fusion=late"
+
+
+def test_folds_are_aggregated_like_seeds(tmp_path):
+    sweep = tmp_path / "folds"
+    for fold, value in enumerate((0.7, 0.8, 0.9)):
+        folder = fake_run(sweep / str(fold), ["fusion=concat", f"datamodule.fold={fold}"], value)
+        config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+        config["fusion"], config["datamodule"] = {"_target_": "concat"}, {"folds": 3, "fold": fold}
+        (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (group,) = compare([sweep], sweep)
+    assert group.label == "fusion=concat" and sorted(group.values("val/acc")) == [0.7, 0.8, 0.9]

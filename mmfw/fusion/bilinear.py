@@ -32,7 +32,6 @@ class BilinearFusion(nn.Module):
     """
 
     outputs_logits = False
-    accepts_tokens = False
 
     def __init__(self, in_dims: dict[str, int], *, out_dim: int = 256, factor: int = 5, dropout: float = 0.1) -> None:
         super().__init__()

@@ -30,7 +30,6 @@ class ConcatFusion(nn.Module):
     """
 
     outputs_logits = False
-    accepts_tokens = False
 
     def __init__(
         self,

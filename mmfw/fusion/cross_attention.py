@@ -54,7 +54,6 @@ class CrossAttentionFusion(nn.Module):
     """
 
     outputs_logits = False
-    accepts_tokens = True
 
     def __init__(
         self,

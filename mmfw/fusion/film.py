@@ -29,7 +29,6 @@ class FiLMFusion(nn.Module):
     """
 
     outputs_logits = False
-    accepts_tokens = False
 
     def __init__(
         self, in_dims: dict[str, int], *, conditioning: str | None = None, out_dim: int = 256, dropout: float = 0.1

@@ -28,7 +28,6 @@ class GatedFusion(nn.Module):
     """
 
     outputs_logits = False
-    accepts_tokens = False
 
     def __init__(self, in_dims: dict[str, int], *, out_dim: int = 256, dropout: float = 0.1) -> None:
         super().__init__()

@@ -21,7 +21,8 @@ class LateFusion(nn.Module):
 
     Args:
         in_dims: feature width per modality; its order is the mask's column order.
-        num_outputs: logit width (classes, labels or regression targets), from ``${data.num_outputs}``.
+        num_outputs: logit width (classes, labels or regression targets), passed by the module from the task
+            (:func:`mmfw.fusion.factory.build_fusion`).
         learned_weights: learn one score per modality; weights are their softmax over the present modalities.
             Otherwise the present modalities are weighted equally.
         dropout: dropout on the features before each classifier.
@@ -31,7 +32,6 @@ class LateFusion(nn.Module):
     """
 
     outputs_logits = True
-    accepts_tokens = False
 
     def __init__(
         self,

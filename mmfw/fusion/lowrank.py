@@ -32,7 +32,6 @@ class LowRankFusion(nn.Module):
     """
 
     outputs_logits = False
-    accepts_tokens = False
 
     def __init__(self, in_dims: dict[str, int], *, rank: int = 4, out_dim: int = 128, dropout: float = 0.1) -> None:
         super().__init__()

@@ -29,7 +29,6 @@ class TensorFusion(nn.Module):
     """
 
     outputs_logits = False
-    accepts_tokens = False
 
     def __init__(self, in_dims: dict[str, int], *, proj_dim: int = 8, out_dim: int = 128, dropout: float = 0.1) -> None:
         super().__init__()

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from mmfw.data.batch import MASK_KEY
+from mmfw.contracts import MASK_KEY
 from mmfw.robustness._common import check_levels, column, modality_seed, split_batches
 
 

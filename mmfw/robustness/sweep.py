@@ -20,13 +20,10 @@ from typing import Any, Protocol
 import torch
 from pytorch_lightning.utilities import move_data_to_device
 
-from mmfw.data.batch import FEATURES_KEY, MASK_KEY, TARGET_KEY
-from mmfw.metrics import build_metrics, predictions
+from mmfw.contracts import FEATURES_KEY, KINDS, MASK_KEY, TARGET_KEY
 from mmfw.robustness.curves import auc, effective_robustness, modality_subsets, relative_robustness
 
 log = logging.getLogger(__name__)
-
-KINDS = ("image", "audio", "text", "tabular")
 
 
 class RobustnessConfigError(ValueError):
@@ -44,16 +41,14 @@ class Corruption(Protocol):
 
 
 def modality_kinds(datamodule: Any) -> dict[str, str]:
-    """``{modality: kind}`` from ``datamodule.modality_kinds``, else from the names (AV-digits: image, audio)."""
-    kinds = getattr(datamodule, "modality_kinds", None)
-    if kinds is None:
-        kinds = {m: m for m in datamodule.modalities if m in KINDS}
+    """``{modality: kind}`` of the run's modalities (``datamodule.modality_kinds``, :mod:`mmfw.data.base`)."""
+    kinds = dict(datamodule.modality_kinds)
     missing = [m for m in datamodule.modalities if m not in kinds]
     if missing:
         raise RobustnessConfigError(
-            f"cannot tell the kind of modality {missing}: {type(datamodule).__name__} has no `modality_kinds`"
+            f"cannot tell the kind of modality {missing}: {type(datamodule).__name__}.modality_kinds lacks it"
         )
-    return dict(kinds)
+    return kinds
 
 
 def plan_corruptions(
@@ -118,9 +113,7 @@ def score(
     for batch in batches:
         batch = move_data_to_device({k: v for k, v in batch.items() if k != FEATURES_KEY}, device)
         mask = batch[MASK_KEY] if mask_fn is None else mask_fn(batch[MASK_KEY])
-        logits = predictions(model.task, model(batch, mask))
-        target = batch[TARGET_KEY]
-        metrics.update(logits, target.long() if model.task.kind in ("binary", "multilabel") else target)
+        metrics.update(model.task.outputs(model(batch, mask)), model.task.metric_target(batch[TARGET_KEY]))
     return {name: float(value) for name, value in metrics.compute().items()}
 
 
@@ -160,7 +153,7 @@ def evaluate_robustness(
     baseline_report = load_baseline(baseline) if baseline else None
     device = torch.device(device)
     model = model.to(device).eval()
-    metrics = build_metrics(model.task, "").to(device)
+    metrics = model.task.metrics("").to(device)
     metric = metric or next(iter(metrics.keys()))
     if metric not in metrics:
         raise RobustnessConfigError(

@@ -26,8 +26,8 @@ import yaml
 
 from mmfw.runs import run_folder
 
-# Keys that do not make two runs different configurations.
-REPLICATE_KEYS = ("seed", "resume")
+# Keys that do not make two runs different configurations (a cross-validation fold is a replicate, like a seed).
+REPLICATE_KEYS = ("seed", "resume", "datamodule.fold")
 
 
 @dataclass
@@ -67,7 +67,9 @@ def load_run(folder: Path) -> Run:
     config = yaml.safe_load((folder / run_folder.HYDRA_CONFIG).read_text()) or {}
     seed = config.get("seed")
     for key in REPLICATE_KEYS:
-        config.pop(key, None)
+        *parents, last = key.split(".")
+        node = config if not parents else config.get(parents[0]) or {}
+        node.pop(last, None)
     # Interpolations stay unresolved in .hydra/config.yaml, so paths that differ per run compare equal.
     config_key = hashlib.sha1(yaml.safe_dump(config, sort_keys=True).encode()).hexdigest()[:10]
     overrides_file = folder / ".hydra" / "overrides.yaml"

@@ -31,11 +31,6 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
 
-MINORITY_AUROC = 0.35
-"""``monitor.metric=auto`` monitors ``val/auroc`` for a binary task whose rarer class is below this share of the
-training split (accuracy rewards predicting the majority there), ``val/acc`` for other classification tasks and
-``val/mse`` for regression."""
-
 
 class ConfigError(ValueError):
     """A config combination that cannot work; the message names the key to change."""
@@ -131,18 +126,11 @@ def apply_defaults(cfg: DictConfig) -> None:
 
 
 def default_monitor(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
-    """Resolve ``monitor.metric=auto`` from the task and the training split's labels (see MINORITY_AUROC)."""
+    """Resolve ``monitor.metric=auto`` from the task and the training split's labels (:meth:`TaskSpec.auto_monitor`)."""
     if cfg.monitor.metric != "auto":
         return
-    import torch  # the data is built by now
-
     task = datamodule.task
-    metric = {"regression": "val/mse"}.get(task.kind, "val/acc")
-    if task.kind == "binary":
-        target = getattr(datamodule.train_dataloader().dataset, "target", None)
-        if target is not None and len(target):
-            positive = float(torch.as_tensor(target, dtype=torch.float32).mean())
-            metric = "val/auroc" if min(positive, 1 - positive) < MINORITY_AUROC else metric
+    metric = task.auto_monitor(lambda: datamodule.dataset("train").target)
     log.info("monitor.metric=auto: monitoring %s (%s task)", metric, task.kind)
     cfg.monitor.metric = metric
 

@@ -136,9 +136,7 @@ def metrics_with_prefix(trainer: pl.Trainer, prefix: str) -> dict[str, float]:
 def write_splits(datamodule: pl.LightningDataModule, run_dir: Path) -> None:
     """``<run>/splits.csv``: which split each manifest row is in, for a datamodule that can tell
     (``write_splits(path)``)."""
-    writer = getattr(datamodule, "write_splits", None)
-    if callable(writer):
-        writer(run_dir / "splits.csv")
+    datamodule.write_splits(run_dir / "splits.csv")
 
 
 @rank_zero_only
@@ -165,16 +163,20 @@ def record_start(
         )
     else:
         run_folder.start_run(run_dir, resolved_config_yaml=OmegaConf.to_yaml(resolved), overrides=overrides)
-    skipped = getattr(datamodule, "skipped", None) or []
+    skipped = datamodule.skipped
     if skipped:
         (run_dir / "skipped_samples.json").write_text(json.dumps(skipped, indent=2, default=str) + "\n")
         log.warning("%d bad samples were skipped; see %s", len(skipped), run_dir / "skipped_samples.json")
         run_folder.update_run_json(run_dir, skipped_samples=len(skipped))
-    run_folder.update_run_json(run_dir, truncated=dict(getattr(datamodule, "truncated", None) or {}))
+    run_folder.update_run_json(run_dir, truncated=dict(datamodule.truncated))
     log_config(loggers, {**resolved, "overrides": overrides, "git": run_folder.run_git_state()}, dashboard)
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             # A resumed run logs its next segment with this group and name (see mmfw.runs.resume).
             resume.record_wandb_segment(run_dir, logger.experiment)
-    cached = isinstance(datamodule, feature_cache.FeatureCacheDataModule)
-    run_folder.update_run_json(run_dir, threads=threads, **({"feature_cache": datamodule.describe()} if cached else {}))
+    extra = (
+        {"feature_cache": datamodule.describe()} if isinstance(datamodule, feature_cache.FeatureCacheDataModule) else {}
+    )
+    if datamodule.fold is not None:  # a cross-validation fold: mmfw-compare groups runs by it
+        extra["fold"] = datamodule.fold
+    run_folder.update_run_json(run_dir, threads=threads, **extra)

@@ -94,7 +94,7 @@ def export(
         for i, (wave, name) in enumerate(zip(waves, names, strict=True)):
             digit = int(data.target[i])
             image_path, audio_path = f"images/{split}/{i:05d}.png", f"audio/{split}/{i:05d}.wav"
-            Image.fromarray(image_to_uint8(data.tensors["image"][i, 0].numpy()), mode="L").save(out / image_path)
+            Image.fromarray(image_to_uint8(data.inputs["image"][i, 0].numpy()), mode="L").save(out / image_path)
             clipped, samples = clipped + int(np.sum(np.abs(wave) > 1.0)), samples + len(wave)
             sf.write(out / audio_path, np.clip(wave, -1.0, 1.0), rate, subtype="PCM_16")
             if name not in durations:

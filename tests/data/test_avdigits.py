@@ -10,10 +10,11 @@ import soundfile as sf
 import torch
 from omegaconf import OmegaConf
 
+from mmfw.contracts import TaskSpec
 from mmfw.data import avdigits as avdigits_module
 from mmfw.data import download
-from mmfw.data.avdigits import AVDigitsDataModule, _pca_residual
-from mmfw.data.batch import TaskSpec
+from mmfw.data.avdigits import AVDigitsDataModule
+from mmfw.data.avdigits_build import _pca_residual
 from mmfw.data.download import DataDigestWarning, DataUnavailableError, ensure_raw_data
 
 SPEAKERS = ("alice", "bob", "carol")
@@ -82,7 +83,7 @@ def test_batch_contract(raw_dir: Path, tmp_path: Path) -> None:
     assert dm.task == TaskSpec("multiclass", 10, [str(d) for d in range(10)])
     assert dm.encoder_inputs == {"image": {"in_chans": 1}, "audio": {"in_chans": 1}}
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"image", "audio", "mask", "target"}
+    assert set(batch) == {"image", "audio", "mask", "target", "modalities"}
     assert batch["image"].shape == (8, 1, 28, 28) and batch["image"].dtype == torch.float32
     assert batch["audio"].shape == (8, 1, 16, 24) and batch["audio"].dtype == torch.float32
     assert batch["mask"].shape == (8, 2) and batch["mask"].dtype == torch.bool and batch["mask"].all()
@@ -90,10 +91,10 @@ def test_batch_contract(raw_dir: Path, tmp_path: Path) -> None:
     assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [30, 10, 12]
     for split in ("train", "val", "test"):
         for name in ("image", "audio"):
-            assert torch.isfinite(dm.datasets[split].tensors[name]).all()
+            assert torch.isfinite(dm.datasets[split].inputs[name]).all()
     # Standardised with training statistics.
-    assert dm.datasets["train"].tensors["image"].std().item() == pytest.approx(1.0, rel=1e-3)
-    assert dm.datasets["train"].tensors["audio"].mean().item() == pytest.approx(0.0, abs=1e-4)
+    assert dm.datasets["train"].inputs["image"].std().item() == pytest.approx(1.0, rel=1e-3)
+    assert dm.datasets["train"].inputs["audio"].mean().item() == pytest.approx(0.0, abs=1e-4)
 
 
 def test_pairs_match_digit_and_speaker_split(raw_dir: Path, tmp_path: Path) -> None:
@@ -118,7 +119,7 @@ def test_modality_subset(raw_dir: Path, tmp_path: Path) -> None:
     assert dm.encoder_inputs == {"audio": {"in_chans": 1}}
     assert set(dm.datasets) == {"train", "val"}
     batch = next(iter(dm.val_dataloader()))
-    assert set(batch) == {"audio", "mask", "target"} and batch["mask"].shape == (8, 1)
+    assert set(batch) == {"audio", "mask", "target", "modalities"} and batch["mask"].shape == (8, 1)
 
 
 def test_unknown_modality_names_config_key(tmp_path: Path) -> None:
@@ -136,14 +137,14 @@ def test_cache_is_reused_and_deterministic(raw_dir: Path, tmp_path: Path, monkey
     second = ready(small_dm(raw_dir, tmp_path, batch_size=4))  # loader settings do not change the data
     for split in ("train", "val", "test"):
         for name in ("image", "audio"):
-            torch.testing.assert_close(first.datasets[split].tensors[name], second.datasets[split].tensors[name])
+            torch.testing.assert_close(first.datasets[split].inputs[name], second.datasets[split].inputs[name])
     monkeypatch.undo()
     # A fresh build in another cache gives the same arrays (noise depends on seed + pair index only) ...
     rebuilt = ready(small_dm(raw_dir, tmp_path / "other"))
-    torch.testing.assert_close(first.datasets["test"].tensors["audio"], rebuilt.datasets["test"].tensors["audio"])
+    torch.testing.assert_close(first.datasets["test"].inputs["audio"], rebuilt.datasets["test"].inputs["audio"])
     # ... and another seed other ones, in another cache folder.
     reseeded = ready(small_dm(raw_dir, tmp_path, seed=4))
-    assert not torch.equal(first.datasets["test"].tensors["audio"], reseeded.datasets["test"].tensors["audio"])
+    assert not torch.equal(first.datasets["test"].inputs["audio"], reseeded.datasets["test"].inputs["audio"])
     assert len(list(tmp_path.glob("processed-*"))) == 2
     assert not list(tmp_path.glob("processed-*/.*"))  # no temp files left behind
 
@@ -248,10 +249,22 @@ def test_real_data_build(tmp_path: Path, avdigits_raw: Path) -> None:
         "test": ["yweweler"],
     }
     assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [10_000, 2_000, 5_000]
-    assert dm.datasets["test"].tensors["audio"].shape == (5000, 1, 40, 64)
+    assert dm.datasets["test"].inputs["audio"].shape == (5000, 1, 40, 64)
     assert dm.meta["image"]["variance_removed"] >= 0.99
     start = time.perf_counter()
     again = AVDigitsDataModule(raw_dir=raw, cache_dir=str(tmp_path), modalities=["image", "audio"], download=False)
     again.prepare_data()
     again.setup()
     assert time.perf_counter() - start < 10
+
+
+def test_speaker_folds_rotate_the_validation_speaker(raw_dir: Path, tmp_path: Path) -> None:
+    first = ready(small_dm(raw_dir, tmp_path, fold=0), "fit")
+    assert first.meta["speakers"] == {"train": ["bob"], "val": ["alice"], "test": ["carol"]}
+    assert first.fold == {"fold": 0, "folds": 2, "val_speaker": "alice"}
+    second, named = ready(small_dm(raw_dir, tmp_path, fold=1)), ready(small_dm(raw_dir, tmp_path))
+    assert second.meta["speakers"]["val"] == ["bob"] and named.fold is None
+    for split in ("train", "val", "test"):  # fold 1 is val_speaker=bob, the same pairs
+        torch.testing.assert_close(second.datasets[split].inputs["audio"], named.datasets[split].inputs["audio"])
+    with pytest.raises(ValueError, match=r"datamodule.fold=2: there are 2 validation speakers \['alice', 'bob'\]"):
+        ready(small_dm(raw_dir, tmp_path, fold=2))

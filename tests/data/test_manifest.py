@@ -13,8 +13,9 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from mmfw.data import manifest as manifest_mod
 from mmfw.data.manifest import ManifestDataModule, ManifestError, seeded_split
+from mmfw.data.manifest.codecs import audio as audio_codec
+from mmfw.data.manifest.codecs import image as image_codec
 
 TINY = dict(
     image_size=16, sample_rate=8000, n_mels=16, n_fft=128, hop_length=64, num_frames=20, max_text_len=12,
@@ -225,6 +226,29 @@ def test_seeded_split_is_stratified_and_reproducible(tmp_path):
     assert again.split_rows == dm.split_rows and other.split_rows != dm.split_rows
 
 
+def test_k_fold_validates_every_row_once_stratified_and_keeps_the_test_split(tmp_path):
+    labels = ["a"] * 30 + ["b"] * 15 + ["c"] * 15
+    rows = [{"age": str(i), "label": label} for i, label in enumerate(labels)]
+    path = write_manifest(tmp_path, rows)
+    kwargs = dict(modalities=["meta"], columns={"meta": {"kind": "tabular", "numeric": ["age"]}}, test_fraction=0.2)
+    plain = make_dm(path, **kwargs)
+    folds = [make_dm(path, **kwargs, folds=4, fold=i) for i in range(4)]
+    assert all(dm.split_rows["test"] == plain.split_rows["test"] for dm in folds)  # the test split stays as it is
+    validated = [r for dm in folds for r in dm.split_rows["val"]]
+    pool = set(plain.split_rows["train"]) | set(plain.split_rows["val"])
+    assert len(validated) == len(set(validated)) == len(pool) - 3  # each label's kept row always trains
+    assert all(set(dm.split_rows["train"]) == pool - set(dm.split_rows["val"]) for dm in folds)
+    for dm in folds:  # 12 of 48 pooled rows, each label in proportion (2:1:1)
+        counts = pd.Series([labels[r - 1] for r in dm.split_rows["val"]]).value_counts().to_dict()
+        assert abs(counts["a"] - 6) <= 1 and abs(counts["b"] - 3) <= 1 and abs(counts["c"] - 3) <= 1
+    assert folds[1].fold == {"fold": 1, "folds": 4} and plain.fold is None
+    assert make_dm(path, **kwargs, folds=4, fold=1).split_rows == folds[1].split_rows  # seeded by split_seed
+    with pytest.raises(ValueError, match="datamodule.folds=4 datamodule.fold=4"):
+        make_dm(path, **kwargs, folds=4, fold=4)
+    with pytest.raises(ValueError, match="needs datamodule.folds"):
+        make_dm(path, **kwargs, fold=0)
+
+
 def test_seed_varies_shuffling_not_the_split_and_splits_csv_says_which_row_went_where(tmp_path):
     labels = ["a"] * 20 + ["b"] * 10 + ["c"] * 10
     rows = [{"age": str(i), "label": label} for i, label in enumerate(labels)]
@@ -257,15 +281,15 @@ def test_seeded_split_keeps_every_class_in_training():
 def test_statistics_come_from_the_training_split_only(tmp_path):
     rows = with_split(make_rows(tmp_path), SPLITS_12)
     dm = make_dm(write_manifest(tmp_path, rows), text_tokenizer="bpe", bpe_vocab_size=300)
-    stats = dm.tabular_stats["meta"]
+    stats = dm.codecs["tabular"].stats["meta"]
     train_ages = [20 + i for i in range(8)]
     assert stats.mean[0] == pytest.approx(np.mean(train_ages)) and stats.std[0] == pytest.approx(np.std(train_ages))
     for r in rows[8:]:  # change every val/test value: a new colour, huge numbers, unseen words
         r.update(age="1000", height="-5", color="purple", caption="zyzzyva quux xylophone")
     (tmp_path / "manifest.csv").unlink()
     dm2 = make_dm(write_manifest(tmp_path, rows), text_tokenizer="bpe", bpe_vocab_size=300)
-    assert dm2.tabular_stats["meta"] == stats
-    assert dm2.text_tokenizer.to_str() == dm.text_tokenizer.to_str()
+    assert dm2.codecs["tabular"].stats["meta"] == stats
+    assert dm2.codecs["text"].tokenizer.to_str() == dm.codecs["text"].tokenizer.to_str()
     train1, train2 = full_batch(dm), full_batch(dm2)
     for key in ("numeric", "categorical"):
         assert torch.equal(train1["meta"][key], train2["meta"][key])
@@ -292,8 +316,8 @@ def test_disk_cache_hit_on_second_setup(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(manifest_mod, "load_image", broken)
-    monkeypatch.setattr(manifest_mod, "read_wav", broken)
+    monkeypatch.setattr(image_codec, "load_image", broken)
+    monkeypatch.setattr(audio_codec, "read_wav", broken)
     second = make_dm(path, cache_dir=str(tmp_path / "cache"))
     second.setup("test")  # later stages reuse the in-memory samples
     a, b = full_batch(first), full_batch(second)
@@ -452,7 +476,7 @@ def test_distinct_numbers_and_strings_stay_distinct(tmp_path):
         r["color"] = ["0.1", "0.10000000000000001", "cat", " Cat"][i % 4]  # decimals compare exactly
     dm = make_dm(write_manifest(tmp_path, rows), modalities=["meta"], task="multiclass")
     assert dm.task.class_names == ids
-    assert dm.tabular_stats["meta"].vocab == [["0.1", "0.10000000000000001", "Cat", "cat"]]
+    assert dm.codecs["tabular"].stats["meta"].vocab == [["0.1", "0.10000000000000001", "Cat", "cat"]]
 
 
 def test_truncated_wav_is_a_corrupt_file(tmp_path, caplog):
@@ -517,7 +541,10 @@ def test_absurd_json_numbers_are_a_data_error(tmp_path):
     rows[5]["label"] = "cat"
     for r in rows:
         r["height"] = None  # a numeric column missing in every row
-    assert make_dm(write_manifest(tmp_path, rows, "jsonl"), modalities=["meta"]).tabular_stats["meta"].std[1] == 1
+    assert (
+        make_dm(write_manifest(tmp_path, rows, "jsonl"), modalities=["meta"]).codecs["tabular"].stats["meta"].std[1]
+        == 1
+    )
 
 
 def test_absurd_regression_target_is_a_data_error(tmp_path):
@@ -535,7 +562,7 @@ def test_large_but_representable_numbers_standardise_finitely(tmp_path):
     rows[7]["height"] = "0.2"  # a val value off the constant: z = 0.1 / 1.4e-17 = 7e15 without the fix
     rows[10]["height"] = ""  # missing stays missing
     dm = make_dm(write_manifest(tmp_path, rows), modalities=["meta"])
-    stats = dm.tabular_stats["meta"]
+    stats = dm.codecs["tabular"].stats["meta"]
     assert stats.std[1] == 1.0 and np.isfinite(stats.mean + stats.std).all()
     for split in ("train", "val", "test"):
         numeric = full_batch(dm, split)["meta"]["numeric"]

@@ -13,6 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from mmfw.fusion.factory import build_fusion
+
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "fusion"
 CONFIGS = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
 NUM_OUTPUTS = 5
@@ -26,10 +28,10 @@ VARIANTS = [(name, {}) for name in CONFIGS] + [("late", {"learned_weights": True
 
 
 def build(name: str, in_dims: dict[str, int], **overrides) -> nn.Module:
-    cfg = OmegaConf.create({"data": {"num_outputs": NUM_OUTPUTS}, "fusion": OmegaConf.load(CONF_DIR / f"{name}.yaml")})
+    cfg = OmegaConf.create({"fusion": OmegaConf.load(CONF_DIR / f"{name}.yaml")})
     for key, value in overrides.items():
         cfg.fusion[key] = value
-    return instantiate(cfg.fusion)(in_dims=in_dims)
+    return build_fusion(instantiate(cfg.fusion), in_dims=in_dims, num_outputs=NUM_OUTPUTS)
 
 
 def make_mask(m: int) -> torch.Tensor:

@@ -17,20 +17,27 @@ from torchmetrics.classification import (
 from mmfw.data.batch import TaskSpec
 
 
-def build_metrics(task: TaskSpec, prefix: str, postfix: str | None = None) -> MetricCollection:
-    """Metrics for one split; ``prefix`` is ``"train/"``, ``"val/"`` or ``"test/"``; ``postfix`` e.g. ``"[-audio]"``."""
+def build_metrics(
+    task: TaskSpec, prefix: str, postfix: str | None = None, *, validate_args: bool = True
+) -> MetricCollection:
+    """Metrics for one split; ``prefix`` is ``"train/"``, ``"val/"`` or ``"test/"``; ``postfix`` e.g. ``"[-audio]"``.
+
+    ``validate_args=False`` skips the classification metrics' checks of every update's predictions and targets
+    (host-device syncs on a GPU), for inputs already known to be valid.
+    """
     n = task.num_outputs
+    checks = {"validate_args": validate_args}
     if task.kind == "multiclass":
         metrics = {
-            "acc": MulticlassAccuracy(num_classes=n, average="micro"),
-            "f1_macro": MulticlassF1Score(num_classes=n, average="macro"),
+            "acc": MulticlassAccuracy(num_classes=n, average="micro", **checks),
+            "f1_macro": MulticlassF1Score(num_classes=n, average="macro", **checks),
         }
     elif task.kind == "binary":
-        metrics = {"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()}
+        metrics = {"acc": BinaryAccuracy(**checks), "f1": BinaryF1Score(**checks), "auroc": BinaryAUROC(**checks)}
     elif task.kind == "multilabel":
         metrics = {
-            "acc": MultilabelAccuracy(num_labels=n, average="micro"),
-            "f1_macro": MultilabelF1Score(num_labels=n, average="macro"),
+            "acc": MultilabelAccuracy(num_labels=n, average="micro", **checks),
+            "f1_macro": MultilabelF1Score(num_labels=n, average="macro", **checks),
         }
     else:
         metrics = {"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}

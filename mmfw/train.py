@@ -195,6 +195,7 @@ def train(cfg: DictConfig) -> float | None:
         check_added_keys(cfg, sweep.task_overrides())
         check_value_types(cfg, sweep.task_overrides())
         threads = apply_thread_policy(cfg.get("threads", "auto"), cfg.trainer, launcher=launcher_config())
+        torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
         check_accelerator(cfg.trainer)
         check_precision(cfg.trainer)
         pl.seed_everything(cfg.seed, workers=True)

@@ -80,21 +80,26 @@ class TaskSpec:
                     return "val/auroc"
         return self.default_monitor
 
-    def metrics(self, prefix: str, postfix: str | None = None) -> MetricCollection:
+    def metrics(self, prefix: str, postfix: str | None = None, *, validate_args: bool = True) -> MetricCollection:
         """Metrics for one split; ``prefix`` is ``"train/"``, ``"val/"`` or ``"test/"``; ``postfix`` e.g.
-        ``"[-audio]"``. Named ``split/metric`` (``val/acc``, ``test/f1_macro``)."""
+        ``"[-audio]"``. Named ``split/metric`` (``val/acc``, ``test/f1_macro``).
+
+        ``validate_args=False`` skips the classification metrics' checks of every update's predictions and targets
+        (host-device syncs on a GPU), for inputs already known to be valid.
+        """
         n = self.num_outputs
+        checks = {"validate_args": validate_args}
         if self.kind == "multiclass":
             metrics = {
-                "acc": MulticlassAccuracy(num_classes=n, average="micro"),
-                "f1_macro": MulticlassF1Score(num_classes=n, average="macro"),
+                "acc": MulticlassAccuracy(num_classes=n, average="micro", **checks),
+                "f1_macro": MulticlassF1Score(num_classes=n, average="macro", **checks),
             }
         elif self.kind == "binary":
-            metrics = {"acc": BinaryAccuracy(), "f1": BinaryF1Score(), "auroc": BinaryAUROC()}
+            metrics = {"acc": BinaryAccuracy(**checks), "f1": BinaryF1Score(**checks), "auroc": BinaryAUROC(**checks)}
         elif self.kind == "multilabel":
             metrics = {
-                "acc": MultilabelAccuracy(num_labels=n, average="micro"),
-                "f1_macro": MultilabelF1Score(num_labels=n, average="macro"),
+                "acc": MultilabelAccuracy(num_labels=n, average="micro", **checks),
+                "f1_macro": MultilabelF1Score(num_labels=n, average="macro", **checks),
             }
         else:
             metrics = {"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 
@@ -51,6 +50,11 @@ class MultimodalModule(pl.LightningModule):
         monitor_mode: ``max`` or ``min``; ``<monitor>_best`` is logged every validation epoch.
         modality_ablation: at test time also report metrics with each modality masked out
             (``test/acc[-audio]``), the modality contribution.
+        compile: compile the forward pass with ``torch.compile`` (the first steps take longer; the weights' names,
+            hence checkpoints, are those of the uncompiled module).
+        compile_options: keyword arguments of ``torch.compile`` (``mode``, ``backend``, ``dynamic``).
+        channels_last: keep 4-D inputs (images, spectrograms) and the convolution weights in channels-last memory
+            format, which GPUs' convolutions (tensor cores, bf16/fp16) run faster in.
     """
 
     def __init__(
@@ -67,6 +71,9 @@ class MultimodalModule(pl.LightningModule):
         monitor: str = "val/acc",
         monitor_mode: str = "max",
         modality_ablation: bool = True,
+        compile: bool = False,
+        compile_options: dict | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if not encoders:
@@ -96,19 +103,32 @@ class MultimodalModule(pl.LightningModule):
         self.monitor = monitor
         self.monitor_mode = monitor_mode
 
-        self.train_metrics = task.metrics("train/")
+        # The loss has rejected a bad target before the training metrics see it; their per-update argument checks
+        # (torch.unique and host copies every step) would only stall a GPU.
+        self.train_metrics = task.metrics("train/", validate_args=False)
         self.val_metrics = task.metrics("val/")
         self.test_metrics = task.metrics("test/")
         # Epoch losses are torchmetrics too, synchronised in the epoch-end hooks with the other metrics. Values
         # logged with sync_dist are all-reduced whenever something reads them (a progress bar on rank 0 only), so
         # the ranks would issue collectives in different orders and hang.
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # The training loss mean skips torchmetrics' NaN check (a host copy every step): the NaN check below raises.
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(nan_strategy="disable"), MeanMetric(), MeanMetric()
+        # The first non-finite training loss, recorded on the device (step -1: none yet) and raised at the next log
+        # point, validation or checkpoint (_raise_if_non_finite): reading the loss every step would stall a GPU.
+        self.register_buffer("_non_finite_step", torch.tensor(-1), persistent=False)
+        self.register_buffer("_non_finite_batch", torch.tensor(-1), persistent=False)
+        self.register_buffer("_non_finite_loss", torch.tensor(0.0), persistent=False)
         ablations = self.modalities if modality_ablation and len(self.modalities) > 1 else []
         self.ablation_metrics = nn.ModuleDict({name: task.metrics("test/", postfix=f"[-{name}]") for name in ablations})
         # Fed with synchronised values: nothing to synchronise again.
         self.val_best = MaxMetric(sync_on_compute=False) if monitor_mode == "max" else MinMetric(sync_on_compute=False)
         # Saved in checkpoints, so a resumed run keeps its best so far.
         self.val_best.persistent(True)
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)  # 4-D weights only; the others keep their layout
+        if compile:
+            super().compile(**(compile_options or {}))
         monitorable = [*self.val_metrics.keys(), "val/loss"]
         if monitor not in monitorable:
             raise ValueError(
@@ -128,9 +148,15 @@ class MultimodalModule(pl.LightningModule):
         mask = batch[MASK_KEY] if mask is None else mask
         cached = batch.get(FEATURES_KEY) or {}
         features = {
-            name: cached[name] if name in cached else encoder(batch[name]) for name, encoder in self.encoders.items()
+            name: cached[name] if name in cached else encoder(self._layout(batch[name]))
+            for name, encoder in self.encoders.items()
         }
         return self.head(self.fusion(features, mask))
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and isinstance(x, torch.Tensor) and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def _loss_and_outputs(
         self, batch: dict[str, torch.Tensor], mask: torch.Tensor | None = None
@@ -163,19 +189,40 @@ class MultimodalModule(pl.LightningModule):
     # ---------------------------------------------------------------- steps
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, logits, target = self._loss_and_outputs(batch, self._dropout_mask(batch[MASK_KEY]))
-        if not math.isfinite(loss.item()):
-            raise NonFiniteLossError(
-                f"training loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}, "
-                f"batch {batch_idx}); the last good checkpoint is kept. Lower model.optimizer.lr or enable "
-                "trainer.gradient_clip_val."
-            )
+        first = ~torch.isfinite(loss.detach()) & (self._non_finite_step < 0)
+        self._non_finite_step.masked_fill_(first, self.global_step)
+        self._non_finite_batch.masked_fill_(first, batch_idx)
+        self._non_finite_loss.copy_(torch.where(first, loss.detach(), self._non_finite_loss))
         self.train_metrics.update(logits, target)
-        self.train_loss.update(loss.detach(), weight=target.shape[0])
-        # This rank's step loss, for the progress bar and the step curve: no collective per step.
-        self.log("train/loss_step", loss.detach(), prog_bar=True, batch_size=target.shape[0])
+        # MeanMetric's weighted update ignores the weight when its NaN check is disabled: one value per sample.
+        self.train_loss.update(loss.detach().expand(target.shape[0]))
+        log_every = self._trainer.log_every_n_steps if self._trainer is not None else 0
+        if log_every and (self.global_step + 1) % log_every == 0:
+            self._raise_if_non_finite()
+            # This rank's step loss at the trainer's log points, for the step curve and the progress bar. A host
+            # copy: Lightning reads a logged progress-bar value every step, and on the host that costs no sync.
+            self.log("train/loss_step", loss.detach().cpu(), prog_bar=True, batch_size=target.shape[0])
         return loss
 
+    def _raise_if_non_finite(self) -> None:
+        """Raise NonFiniteLossError if a training loss since the start was NaN or infinite (one host copy)."""
+        step = int(self._non_finite_step)
+        if step >= 0:
+            raise NonFiniteLossError(
+                f"training loss is {float(self._non_finite_loss)} at global step {step} (epoch {self.current_epoch}, "
+                f"batch {int(self._non_finite_batch)}); the last good checkpoint is kept. Lower model.optimizer.lr "
+                "or enable trainer.gradient_clip_val."
+            )
+
+    def on_validation_start(self) -> None:
+        self._raise_if_non_finite()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """No checkpoint holds weights trained on a non-finite loss: the last good one stays."""
+        self._raise_if_non_finite()
+
     def on_train_epoch_end(self) -> None:
+        self._raise_if_non_finite()
         self.log_dict(self._compute_epoch(self.train_metrics, self.train_loss))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

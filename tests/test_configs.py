@@ -57,6 +57,7 @@ def test_model_configs_build_and_train(group, name, tmp_path, avdigits_raw):
     datamodule, model = build(cfg)
     trainer = pl.Trainer(
         max_steps=3,
+        log_every_n_steps=1,  # train/loss_step is logged at the log points
         limit_val_batches=1,
         logger=False,
         enable_checkpointing=False,

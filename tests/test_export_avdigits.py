@@ -68,7 +68,7 @@ def test_manifest_experiments_train_on_the_export(name, exported, tmp_path):
     datamodule, model = build(cfg)
     trainer = pl.Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
-                         default_root_dir=tmp_path)  # fmt: skip
+                         default_root_dir=tmp_path, log_every_n_steps=1)  # fmt: skip
     trainer.fit(model, datamodule=datamodule)
     assert torch.isfinite(trainer.callback_metrics["train/loss_step"])
     kinds = {"manifest_digits": "multiclass", "manifest_parity": "binary", "manifest_regression": "regression"}

@@ -35,14 +35,14 @@ class ToyPairs(Dataset):
         }
 
 
-def make_module(fusion=None, **kwargs) -> MultimodalModule:
+def make_module(fusion=None, optimizer=partial(torch.optim.Adam, lr=1e-2), **kwargs) -> MultimodalModule:
     encoders = {"image": LeNetEncoder(1, channels=(4,), out_dim=8), "audio": LeNetEncoder(1, channels=(4,), out_dim=8)}
     return MultimodalModule(
         encoders=encoders,
         fusion=fusion or partial(ConcatFusion, out_dim=16, dropout=0.0),
         head=partial(torch.nn.Linear),
         task=TASK,
-        optimizer=partial(torch.optim.Adam, lr=1e-2),
+        optimizer=optimizer,
         **kwargs,
     )
 
@@ -104,7 +104,12 @@ def test_epoch_losses_and_the_best_of_a_loss_monitor(tmp_path):
     module = make_module(monitor="val/loss", monitor_mode="min")
     data = DataLoader(ToyPairs(n=44), batch_size=8)  # a last batch of 4: the mean is weighted by batch size
     trainer = pl.Trainer(
-        max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        log_every_n_steps=2,  # train/loss_step is logged at the log points
     )
     trainer.fit(module, train_dataloaders=data, val_dataloaders=data)
     metrics = trainer.callback_metrics
@@ -117,13 +122,84 @@ def test_epoch_losses_and_the_best_of_a_loss_monitor(tmp_path):
     assert float(trainer.callback_metrics["test/loss"]) == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_non_finite_loss_names_the_step():
+class NaNAt(ToyPairs):
+    """ToyPairs whose images are NaN in the samples of one batch (unshuffled, batch size 4)."""
+
+    def __init__(self, n: int, bad_batch: int) -> None:
+        super().__init__(n)
+        self.image[4 * bad_batch : 4 * bad_batch + 4] = float("nan")
+
+
+def quiet_trainer(tmp_path, **kwargs) -> pl.Trainer:
+    return pl.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        **kwargs,
+    )
+
+
+def test_non_finite_loss_is_raised_at_the_next_check_naming_its_step(tmp_path):
+    """The loss is checked on the device every step; the error comes at the next log point (here the epoch's end,
+    before validation and before any checkpoint) and names the step whose loss was first non-finite."""
     module = make_module()
-    batch = next(iter(DataLoader(ToyPairs(), batch_size=4)))
-    batch["image"][:] = float("nan")
-    module.trainer = None
-    with pytest.raises(NonFiniteLossError, match="global step"):
-        module.training_step(batch, 0)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, log_every_n_steps=50)
+    data = DataLoader(NaNAt(n=40, bad_batch=3), batch_size=4)
+    with pytest.raises(NonFiniteLossError, match=r"nan at global step 3 \(epoch 0, batch 3\)"):
+        trainer.fit(module, train_dataloaders=data, val_dataloaders=DataLoader(ToyPairs(8), batch_size=4))
+
+
+def test_a_checkpoint_is_never_written_after_a_non_finite_loss():
+    module = make_module()
+    module.training_step(next(iter(DataLoader(NaNAt(n=4, bad_batch=0), batch_size=4))), 0)
+    with pytest.raises(NonFiniteLossError, match="global step 0"):
+        module.on_save_checkpoint({})
+
+
+SYNCS = ("item", "tolist", "__bool__", "__float__", "__int__")
+
+
+def count_syncs(monkeypatch, run) -> int:
+    """Calls that copy a tensor's value to the host (on a GPU each waits for the device) while ``run()`` runs."""
+    calls = []
+    for name in SYNCS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            calls.append(1)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    try:
+        run()
+    finally:
+        monkeypatch.undo()
+    return len(calls)
+
+
+def test_training_steps_do_not_copy_values_to_the_host(tmp_path, monkeypatch):
+    """Three times the training steps between two log points, the same host copies: no per-step sync."""
+
+    def fit(batches: int) -> None:
+        trainer = quiet_trainer(tmp_path, max_epochs=1, log_every_n_steps=50)
+        data = DataLoader(ToyPairs(n=4 * batches), batch_size=4)
+        # SGD: Adam reads its step count with .item() every step, from a host tensor (no sync on a GPU either).
+        module = make_module(optimizer=partial(torch.optim.SGD, lr=1e-2))
+        trainer.fit(module, train_dataloaders=data, val_dataloaders=DataLoader(ToyPairs(8), batch_size=4))
+
+    short, long = count_syncs(monkeypatch, lambda: fit(4)), count_syncs(monkeypatch, lambda: fit(12))
+    assert short == long
+
+
+def test_training_metrics_skip_per_update_argument_checks():
+    """validate_args costs host syncs every update; the loss already rejects bad targets during training."""
+    module = make_module()
+    assert not any(metric.validate_args for metric in module.train_metrics.values())
+    assert all(metric.validate_args for metric in module.val_metrics.values())
 
 
 def test_monitor_must_be_a_computed_metric():

@@ -15,6 +15,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
@@ -41,6 +42,7 @@ def fit_and_test(
     """Build, fit (continuing ``checkpoint`` when resuming), test the best checkpoint; ``state`` gets the trainer and
     loggers as soon as they exist, so that a failure can be recorded with them."""
     threads = apply_thread_policy(cfg.get("threads", "auto"), cfg.trainer, launcher=launcher_config())
+    torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
     if checkpoint is not None:

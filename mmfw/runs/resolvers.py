@@ -92,6 +92,18 @@ def registry_dataset(name: str, cache_dir: str) -> str:
     return str(ensure_dataset(name, cache_dir))
 
 
+def uses_gpu(accelerator: str) -> bool:
+    """``${mmfw.uses_gpu:${trainer.accelerator}}``: whether the trainer runs on a CUDA GPU (``auto`` picks one when
+    torch sees one); e.g. host memory is pinned for the copies to it only then."""
+    if str(accelerator) in ("gpu", "cuda"):
+        return True
+    if str(accelerator) != "auto":
+        return False
+    import torch  # only when a config is resolved for a run, which imports torch anyway
+
+    return torch.cuda.is_available()
+
+
 def register() -> None:
     """Register every ``mmfw.*`` resolver (idempotent)."""
     # Cached per config object, so the run dir and the sweep dir of one invocation share the id; Hydra copies the
@@ -112,3 +124,4 @@ def register() -> None:
         "mmfw.abspath", lambda path: os.path.abspath(os.path.expanduser(path)), replace=True
     )
     OmegaConf.register_new_resolver("mmfw.registry_dataset", registry_dataset, replace=True)
+    OmegaConf.register_new_resolver("mmfw.uses_gpu", uses_gpu, replace=True)

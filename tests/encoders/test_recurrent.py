@@ -130,8 +130,8 @@ def text_manifest(root: Path) -> Path:
 
 def fit_a_few_steps(cfg, tmp_path: Path) -> pl.LightningModule:
     datamodule, model = build(cfg)
-    trainer = pl.Trainer(max_steps=3, limit_val_batches=1, logger=False, enable_checkpointing=False, log_every_n_steps=1,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    trainer = pl.Trainer(max_steps=3, limit_val_batches=1, logger=False, enable_checkpointing=False,
+                         log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
                          default_root_dir=tmp_path)  # fmt: skip
     trainer.fit(model, datamodule=datamodule)
     assert torch.isfinite(trainer.callback_metrics["train/loss_step"])

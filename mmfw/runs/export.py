@@ -171,7 +171,7 @@ def export_onnx(fused: FusedModel, inputs: tuple[torch.Tensor, ...], path: Path)
     batch = torch.export.Dim("batch", min=1)
     shapes = {"tensors": tuple({0: batch} for _ in inputs)}
     try:
-        torch.onnx.export(fused, inputs, str(path), dynamo=True, input_names=fused.input_names,
+        torch.onnx.export(fused, inputs, str(path), dynamo=True, verbose=False, input_names=fused.input_names,
                           output_names=["logits"], dynamic_shapes=shapes, external_data=False)  # fmt: skip
     except Exception as err:
         raise ExportError(f"ONNX export failed: {err}") from err

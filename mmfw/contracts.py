@@ -141,6 +141,32 @@ class TaskSpec:
         p = proba.clamp_min(1e-12)
         return torch.log(p), p
 
+    def prediction_columns(
+        self, logits: torch.Tensor, *, target_names: Sequence[str], label_delimiter: str = "|"
+    ) -> dict[str, list[Any]]:
+        """Logits ``(N, num_outputs)`` as the columns of a predictions table, per sample: ``prediction`` (a class
+        name; for multilabel the labels at probability >= 0.5 joined by ``label_delimiter``; the value for
+        regression) and ``p_<class>`` per class, or ``prediction_<target>`` per target of a multi-output regression.
+        ``target_names`` are the target columns (they name a multi-output regression's values)."""
+        logits = logits.float()
+        if self.is_regression:
+            if self.num_outputs == 1:
+                return {"prediction": logits[:, 0].tolist()}
+            return {f"prediction_{name}": logits[:, j].tolist() for j, name in enumerate(target_names)}
+        names = list(self.class_names or range(self.num_outputs))
+        if self.kind == "multiclass":
+            proba = torch.softmax(logits, dim=1)
+            predicted = [names[i] for i in proba.argmax(dim=1).tolist()]
+        elif self.kind == "binary":
+            positive = torch.sigmoid(logits[:, 0])
+            proba = torch.stack([1 - positive, positive], dim=1)
+            predicted = [names[int(p >= 0.5)] for p in positive.tolist()]
+        else:
+            proba = torch.sigmoid(logits)
+            predicted = [label_delimiter.join(str(names[j]) for j in torch.nonzero(row >= 0.5).flatten().tolist())
+                         for row in proba]  # fmt: skip
+        return {"prediction": predicted, **{f"p_{name}": proba[:, j].tolist() for j, name in enumerate(names)}}
+
     def target_tensor(self, encoded: Sequence[Any]) -> torch.Tensor:
         """A split's encoded targets as the batch carries them: ``(N,)`` long class indices (multiclass), ``(N,)``
         float (binary, one regression target) or ``(N, num_outputs)`` float (multilabel, several targets)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from cli_helpers import QUIET, env_for
 
@@ -20,6 +21,8 @@ TINY = {
     "01_quickstart": f"SIZE = {[*QUIET, 'trainer.max_epochs=2']!r}",
     "02_compare_runs": f"SIZE = {[*QUIET, 'trainer.max_epochs=2']!r}\nFUSIONS = 'concat,late'\nSEEDS = '0'",
     "03_your_own_data": "PAIRS = {'train': 40, 'val': 16, 'test': 16}\n"
+    f"SIZE = {['trainer.max_epochs=2', 'datamodule.batch_size=8', *NO_BARS]!r}",
+    "04_use_a_trained_model": "PAIRS = {'train': 40, 'val': 16, 'test': 16}\n"
     f"SIZE = {['trainer.max_epochs=2', 'datamodule.batch_size=8', *NO_BARS]!r}",
 }
 
@@ -51,3 +54,6 @@ def test_notebook_runs(name, tmp_path, monkeypatch, avdigits_raw):
     if name == "03_your_own_data":  # the broken recording was skipped, and said so
         (skipped,) = (tmp_path / "logs" / "train").rglob("skipped_samples.json")
         assert '"column": "audio"' in skipped.read_text()
+    if name == "04_use_a_trained_model":  # predicted every new row, exported both formats
+        assert len(pd.read_csv(tmp_path / "predictions" / "predictions.csv")) == 16
+        assert {p.name for p in (tmp_path / "export").iterdir()} == {"model.onnx", "model.pt", "export.json"}

@@ -197,6 +197,15 @@ class AVDigitsDataModule(MultimodalDataModule):
             raise RuntimeError(f"call setup() before asking for the {split} dataloader")
         return self.datasets[split]
 
+    def decode_new_rows(self, manifest: str | Path, *, on_bad_sample: str | None = None) -> Any:
+        """Refused: AV-digits is built from MNIST and FSDD, not read from files a user can add rows to."""
+        raise TypeError(
+            f"an AV-digits run cannot read new rows ({manifest}): it was trained on AV-digits built in memory, not "
+            "on a manifest. Export AV-digits as files (python -m mmfw.tools.export_avdigits --out "
+            "data/avdigits_manifest), train on them (mmfw-train experiment=manifest_digits) and predict with that "
+            "run; new rows then take the columns of data/avdigits_manifest/manifest.csv"
+        )
+
     # ------------------------------------------------------------ waveforms (mmfw.robustness, mmfw.tools)
 
     def pair_waves(self, split: str, *, noisy: bool = True) -> tuple[list[np.ndarray], list[str]]:

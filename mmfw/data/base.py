@@ -117,6 +117,14 @@ class MultimodalDataModule(pl.LightningDataModule):
         """The raw strings of text ``modality`` in dataset order ("" where missing); None when only ids are kept."""
         return None
 
+    def decode_new_rows(self, manifest: str | Path, *, on_bad_sample: str | None = None) -> Any:
+        """Another file's rows through this datamodule's preprocessing, for prediction (``mmfw-predict``): a
+        :class:`~mmfw.data.manifest.new_rows.NewRows`. Only a datamodule that reads a manifest can."""
+        raise TypeError(
+            f"{type(self).__name__} reads no manifest, so it cannot decode new rows from {manifest}: mmfw-predict "
+            "needs a run trained with datamodule=manifest on a manifest of the same columns"
+        )
+
     def write_splits(self, path: Path) -> None:
         """Write which source row went to which split (a datamodule with source rows overrides this)."""
 

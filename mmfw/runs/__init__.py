@@ -6,6 +6,8 @@
 ``resume``      ``resume=<run folder>``: reload a run's config, check the checkpoint fits, the callbacks it needs
 ``sweep``       multiruns that survive failed jobs, their summary, continuing an Optuna study
 ``compare``     ``mmfw-compare``: rank run folders offline
+``load``        ``mmfw.load_run`` / ``mmfw-predict``: a finished run's model and preprocessing on new rows
+``export``      ``mmfw-export``: a finished run's fused model as ONNX or TorchScript, checked against PyTorch
 ``loggers``     W&B that never prompts, and closing it between jobs
 ``resolvers``   the ``${mmfw.*}`` resolvers the configs use
 

@@ -22,6 +22,7 @@ from mmfw.contracts import KINDS, TASK_KINDS, TaskSpec
 from mmfw.data.base import SPLITS, MultimodalDataModule, TensorDictDataset
 from mmfw.data.manifest.build import SplitPlan, build_samples
 from mmfw.data.manifest.codecs import DecodeSettings, ManifestFiles, codec_class, make_codecs
+from mmfw.data.manifest.new_rows import NewRows, decode_new_rows
 from mmfw.data.manifest.reader import ManifestError, is_missing, plain, read_manifest, sha256_file
 
 log = logging.getLogger(__name__)
@@ -146,9 +147,9 @@ class ManifestDataModule(MultimodalDataModule):
             text_len=int(max_ngrams) if text_tokenizer == "ngrams" else int(max_text_len),
             bpe_vocab_size=bpe_vocab_size, ngram_buckets=int(ngram_buckets), ngram_unique=bool(ngram_unique),
         )  # fmt: skip
-        files = ManifestFiles(root=self.manifest.parent, allow_outside_root=allow_outside_root,
-                              missing_file=missing_file)  # fmt: skip
-        self.codecs = make_codecs(self.columns, settings=self.settings, files=files)
+        self.files = ManifestFiles(root=self.manifest.parent, allow_outside_root=allow_outside_root,
+                                   missing_file=missing_file)  # fmt: skip
+        self.codecs = make_codecs(self.columns, settings=self.settings, files=self.files)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         # Everything that changes the decoded samples keys the disk cache (modalities does not: all are decoded).
         plan = {k: v for k, v in vars(self.plan).items() if k != "manifest"}  # the file is keyed by its content
@@ -218,6 +219,12 @@ class ManifestDataModule(MultimodalDataModule):
         if self.columns[modality]["kind"] != "text":
             raise ValueError(f"modality {modality!r} is {self.columns[modality]['kind']}, not text")
         return ["" if is_missing(v) else str(v) for v in self._cells(split, modality)]
+
+    def decode_new_rows(self, manifest: str | Path, *, on_bad_sample: str | None = None) -> NewRows:
+        """Another manifest's rows through this run's preprocessing (:mod:`~mmfw.data.manifest.new_rows`), for
+        prediction; ``on_bad_sample`` None: this datamodule's setting."""
+        self._load_or_build()
+        return decode_new_rows(self, manifest, on_bad_sample=on_bad_sample or self.plan.on_bad_sample)
 
     # ------------------------------------------------------------------ robustness hook (mmfw.robustness)
     def corrupted_dataset(self, split: str, modality: str, corrupt: Callable[..., Any]) -> TensorDictDataset:

@@ -1,0 +1,177 @@
+"""Using a trained run: ``mmfw.load_run``, ``mmfw-predict`` on new rows and ``mmfw-export`` (ONNX, TorchScript), on a
+tiny run trained on the AV-digits manifest export (experiment=manifest_digits)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tomllib
+from importlib import import_module
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO, compose_train
+from omegaconf import OmegaConf
+from test_startup import probe
+
+import mmfw
+from mmfw.contracts import MASK_KEY
+from mmfw.data.avdigits import AVDigitsDataModule
+from mmfw.data.manifest import ManifestError
+from mmfw.evaluate import evaluate
+from mmfw.runs.export import example_batch, export_run, flatten, layout_of
+from mmfw.runs.load import predict_run
+from mmfw.tools.export_avdigits import main as export_avdigits
+from mmfw.train import train
+
+SIZES = ["--train", "40", "--val", "20", "--test", "20"]  # the TINY_AVDIGITS construction (cached)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory, avdigits_raw):
+    """A run trained on the AV-digits manifest export, and a new file holding the export's test rows."""
+    data = tmp_path_factory.mktemp("avdigits_manifest")
+    export_avdigits(["--out", str(data), *SIZES, "--raw-dir", str(avdigits_raw)])
+    frame = pd.read_csv(data / "manifest.csv")
+    test = frame[frame.split == "test"].drop(columns=["split"])
+    test.to_csv(data / "test_rows.csv", index=False)  # new rows: no split column; paths relative to the same folder
+    run_dir = tmp_path_factory.mktemp("run")
+    overrides = ["experiment=manifest_digits", f"datamodule.manifest={data / 'manifest.csv'}",
+                 "datamodule.batch_size=8", "trainer.max_epochs=2", "logger=csv",
+                 "callbacks.rich_progress_bar=null"]  # fmt: skip
+    cfg = compose_train(overrides, run_dir)
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")  # what Hydra writes before the job starts
+    train(cfg)
+    return run_dir, data, test.reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def loaded(digits):
+    return mmfw.load_run(digits[0])
+
+
+def test_predict_reproduces_eval_test_accuracy(digits, loaded):
+    run_dir, data, test = digits
+    evaluated = evaluate(str(run_dir))
+    predictions = loaded.predict(data / "test_rows.csv")
+    table = predictions.table
+    assert predictions.skipped == [] and list(table["row"]) == list(range(1, len(test) + 1))
+    assert (table["masked"] == "").all()
+    correct = int((table["prediction"].astype(int) == test["digit"]).sum())
+    assert np.float32(correct / len(test)) == np.float32(evaluated["test/acc"])  # exactly mmfw-eval's
+    # Row by row, what the run's test split gives the model (the same rows, decoded by the training datamodule).
+    logits = loaded.logits(loaded.datamodule.dataset("test"))
+    assert table["prediction"].astype(int).tolist() == logits.argmax(1).tolist()
+    proba = table[[f"p_{d}" for d in range(10)]].to_numpy()
+    assert np.allclose(proba.sum(1), 1.0) and np.allclose(proba, torch.softmax(logits, 1).numpy(), atol=1e-6)
+
+
+def test_predict_masks_missing_modalities_and_reports_bad_rows(digits, loaded, tmp_path, caplog):
+    run_dir, data, test = digits
+    rows = test.head(4).copy()
+    rows.loc[1, "audio"] = ""  # an empty cell: that row's audio is masked
+    rows.loc[2, "image"] = "images/test/no_such.png"  # a file that is not there: a bad row (missing_file=error)
+    rows.insert(0, "id", ["a", "b", "c", "d"])
+    rows.to_csv(data / "some_rows.csv", index=False)
+    with pytest.raises(ManifestError, match=r"some_rows.csv, data row 3 .*column 'image'.*file not found"):
+        loaded.predict(data / "some_rows.csv", on_bad_sample="error")
+    with caplog.at_level(logging.WARNING):
+        out = predict_run(run_dir, data / "some_rows.csv", out=tmp_path, on_bad_sample="skip", id_column="id",
+                          accelerator="cpu")  # fmt: skip
+    table = pd.read_csv(out, keep_default_na=False)
+    assert out == tmp_path / "predictions.csv"
+    assert list(table["row"]) == [1, 2, 4] and list(table["id"]) == ["a", "b", "d"]
+    assert list(table["masked"]) == ["", "audio", ""]
+    (skipped,) = json.loads((tmp_path / "skipped_samples.json").read_text())
+    assert skipped["row"] == 3 and skipped["column"] == "image" and skipped["file"].endswith("some_rows.csv")
+    assert "skipped 1 bad row(s)" in caplog.text and "row 3 column 'image'" in caplog.text
+    # The masked row gets what the model gives the sample with its audio masked out.
+    sample = loaded.datamodule.dataset("test")[1]
+    batch = {k: v[None] for k, v in sample.items()} | {"modalities": loaded.modalities}
+    batch[MASK_KEY] = torch.tensor([[True, False]])
+    with torch.no_grad():
+        expected = torch.softmax(loaded.model(batch), 1)[0]
+    assert np.allclose(table.loc[1, [f"p_{d}" for d in range(10)]].to_numpy(float), expected.numpy(), atol=1e-6)
+
+
+def test_a_file_without_a_modalitys_column_masks_it(digits, loaded, caplog):
+    _, data, test = digits
+    test.drop(columns=["audio", "digit"]).head(3).to_csv(data / "images_only.csv", index=False)
+    with caplog.at_level(logging.WARNING):
+        table = loaded.predict(data / "images_only.csv").table
+    assert list(table["masked"]) == ["audio"] * 3
+    assert "no column(s) ['audio'] of modality 'audio'" in caplog.text
+
+
+def test_an_avdigits_run_is_refused_with_what_to_do(avdigits_raw):
+    datamodule = AVDigitsDataModule(raw_dir=str(avdigits_raw), cache_dir="unused", modalities=["image", "audio"])
+    with pytest.raises(TypeError, match=r"export_avdigits.*experiment=manifest_digits"):
+        datamodule.decode_new_rows("new.csv")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_model_matches_pytorch(digits, loaded, fmt, tmp_path):
+    run_dir, data, _ = digits
+    path = export_run(run_dir, format=fmt, out=tmp_path)
+    record = json.loads((tmp_path / "export.json").read_text())
+    assert [i["name"] for i in record["inputs"]] == ["image", "audio", "mask"]
+    assert record["check"]["max_abs_difference"] <= 1e-4 and record["task"]["class_names"] == list("0123456789")
+    # Checked here again, on other real samples (5: another batch size than the export's) with a modality missing.
+    batch = example_batch(loaded, 5)
+    batch[MASK_KEY][0, 0] = False  # one sample without its image, the last one without it too (example_batch)
+    batch[MASK_KEY][1, 1] = False  # one without its audio
+    inputs = flatten(batch, layout_of(batch, loaded.modalities))
+    with torch.no_grad():
+        expected = loaded.model.cpu()(batch).numpy()
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs, strict=True)})[0]
+    else:
+        got = torch.jit.load(str(path))(*inputs).detach().numpy()
+    assert got.shape == (5, 10) and np.abs(got - expected).max() <= 1e-4
+    # The mask matters: the same tensors with every modality present give other logits.
+    assert (
+        np.abs(
+            expected[1] - loaded.model(batch | {MASK_KEY: torch.ones(5, 2, dtype=torch.bool)})[1].detach().numpy()
+        ).max()
+        > 1e-4
+    )
+
+
+def test_console_scripts_are_declared_and_load_nothing_heavy_for_help(tmp_path):
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    for name, module in [("mmfw-predict", "mmfw.predict"), ("mmfw-export", "mmfw.export")]:
+        assert scripts[name] == f"{module}:main" and callable(import_module(module).main)
+        assert probe(tmp_path, module, "--help") == {"code": 0, "heavy": []}
+    out = subprocess.run([sys.executable, "-c", "import sys, mmfw; print('torch' in sys.modules, mmfw.load_run)"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert out.stdout.startswith("False <function load_run"), out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_cli_predict_and_export(digits, tmp_path):
+    """The entry points as a user runs them (``python -m`` works before ``pip install -e .`` adds the scripts)."""
+    run_dir, data, test = digits
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+
+    def run(module: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+
+    done = run("mmfw.predict", f"run={run_dir}", f"data={data / 'test_rows.csv'}", "accelerator=cpu")
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(run_dir / "predictions" / "test_rows" / "predictions.csv")
+    assert len(table) == len(test)
+    done = run("mmfw.export", f"run={run_dir}", "format=torchscript")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (run_dir / "export" / "model.pt").is_file() and (run_dir / "export" / "export.json").is_file()
+    bad = run("mmfw.predict", f"run={run_dir}", f"data={data / 'nope.csv'}")
+    assert bad.returncode != 0 and "nope.csv" in bad.stderr and "manifest file not found" in bad.stderr

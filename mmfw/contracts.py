@@ -65,6 +65,12 @@ class TaskSpec:
         return self.kind == "regression"
 
     @property
+    def independent_labels(self) -> bool:
+        """Each output is its own yes/no question (multilabel): a single-label classifier, such as the baseline's
+        logistic regression, is fitted once per output."""
+        return self.kind == "multilabel"
+
+    @property
     def default_monitor(self) -> str:
         """The validation metric ``monitor.metric=auto`` picks (before the class-balance rule of binary tasks)."""
         return "val/mse" if self.is_regression else "val/acc"

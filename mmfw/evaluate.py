@@ -28,23 +28,27 @@ from mmfw.train import CONFIG_DIR, build
 
 log = logging.getLogger(__name__)
 
+TRAINED_NODES = ("datamodule", "paths", "monitor")
+"""Config nodes taken as the run resolved them when it trained (see :func:`load_run_config`)."""
+
 
 def load_run_config(run_dir: Path) -> DictConfig:
     """The run's composed config with its output folder pinned to ``run_dir`` (no Hydra runtime needed).
 
-    ``paths`` (data and cache folders) are the ones the run resolved when it trained (resolved_config.yaml): the
-    composed config's ``${oc.env:...}`` defaults and relative paths would otherwise resolve against wherever
-    mmfw-eval is started, and write a new cache there. ``monitor`` is the one the run used too
-    (``monitor.metric=auto`` is chosen from the data when the run is built).
+    ``datamodule`` and ``paths`` (data and cache folders) are the ones the run resolved when it trained
+    (resolved_config.yaml): the composed config's ``${oc.env:...}`` defaults (``MMFW_AVDIGITS_RAW``) and relative
+    paths would otherwise resolve against wherever and with whatever environment mmfw-eval or mmfw-baseline is
+    started, and rebuild other data or write a new cache there. ``monitor`` is the one the run used too
+    (``monitor.metric=auto`` is chosen from the data when the run is built). A run folder from before
+    resolved_config.yaml existed keeps its composed nodes.
     """
     cfg = OmegaConf.load(run_dir / run_folder.HYDRA_CONFIG)
     resolved = run_dir / run_folder.RESOLVED_CONFIG
     trained = OmegaConf.load(resolved) if resolved.is_file() else OmegaConf.create()
     with open_dict(cfg):
-        if trained.get("paths") is not None:
-            cfg.paths = trained.paths
-        if trained.get("monitor") is not None:
-            cfg.monitor = trained.monitor
+        for node in TRAINED_NODES:
+            if trained.get(node) is not None:
+                cfg[node] = trained[node]
         cfg.paths.output_dir = str(run_dir)
     return cfg
 

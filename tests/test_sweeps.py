@@ -264,3 +264,32 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path, avdigits_raw):
     compared = mmfw("mmfw-compare", str(sweep_dir), root=tmp_path)
     assert compared.returncode == 0, output(compared)
     assert "± " in compared.stdout and "(2)" in compared.stdout  # the two seeds form one row
+
+
+def test_a_sweep_rerun_with_other_overrides_leaves_the_jobs_configs_alone(tmp_path):
+    """Hydra writes each job's .hydra/ before the job starts: a rerun of a sweep folder with another command is
+    refused before that, so the finished jobs keep the config mmfw-eval rebuilds them from."""
+    sweep_dir = tmp_path / "sweep"
+    job = fake_job(sweep_dir, 0, "completed")  # overrides fusion=f0 seed=0
+    (job / ".hydra" / "overrides.yaml").write_text("- fusion=f0\n- seed=0\n")
+    before = {p.name: p.read_text() for p in (job / ".hydra").iterdir()}
+    result = mmfw("mmfw-train", "-m", "fusion=late,concat", f"hydra.sweep.dir={sweep_dir}", *QUIET, root=tmp_path)
+    assert result.returncode != 0, output(result)
+    assert "job 0" in output(result) and "fusion=f0 seed=0" in output(result), output(result)
+    assert "hydra.sweep.dir" in output(result)
+    assert {p.name: p.read_text() for p in (job / ".hydra").iterdir()} == before
+    assert not (sweep_dir / "1").exists()
+
+
+def test_a_rerun_of_the_same_sweep_command_is_not_refused(tmp_path):
+    fake_job(tmp_path, 0, "completed")  # overrides fusion=f0 seed=0
+    basic = {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "max_batch_size": None}
+    config = OmegaConf.create(
+        {"hydra": {"sweep": {"dir": str(tmp_path)}, "sweeper": {**basic, "params": {}},
+                   "overrides": {"task": ["fusion=f0,f1", "seed=0"]}}}
+    )  # fmt: skip
+    sweep.check_job_folders(config)  # job 0 is fusion=f0 seed=0: the same job
+    with read_write(config):
+        config.hydra.overrides.task = ["fusion=f1,f0", "seed=0"]
+    with pytest.raises(SystemExit, match=r"job 0 .*fusion=f0 seed=0.*fusion=f1 seed=0"):
+        sweep.check_job_folders(config)

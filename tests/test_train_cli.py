@@ -76,6 +76,32 @@ def test_an_added_key_that_nothing_reads_is_an_error(override, message, tmp_path
         check_added_keys(cfg, [override])
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("++foo=1", r"`\+\+foo=1` adds `foo`, which nothing reads"),
+        ("++monitor.metrc=val/acc", r"`\+\+monitor.metrc=val/acc` .*did you mean `monitor.metric`"),
+    ],
+)
+def test_a_force_added_key_that_nothing_reads_is_an_error(override, message, tmp_path):
+    cfg = compose_train([override], tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        check_added_keys(cfg, [override])
+
+
+def test_force_added_keys_that_exist_or_are_read_are_accepted(tmp_path):
+    overrides = [
+        "++trainer.enable_progress_bar=false",  # a Trainer argument the preset does not set
+        "++trainer.max_epochs=2",  # an existing key: ++ sets it
+        "++monitor.metric=val/loss",  # an existing key read by mmfw, not by a constructor
+        "++seed=3",
+        "++trainer.max_epoch=3",  # under a _target_: its constructor refuses it (see below)
+        "++lr=0.01",  # a variable that an interpolation reads
+        "model.optimizer.lr=${lr}",
+    ]
+    check_added_keys(compose_train(overrides, tmp_path), overrides)
+
+
 def test_added_keys_that_are_read_are_accepted(tmp_path):
     overrides = [
         "+datamodule.columns={image: {kind: image, column: image}}",  # a constructor argument
@@ -89,7 +115,11 @@ def test_added_keys_that_are_read_are_accepted(tmp_path):
 
 
 def test_keys_added_under_a_target_are_checked_by_its_constructor(tmp_path):
-    for override, node in [("+trainer.max_epoch=3", "trainer"), ("+datamodule.batchsize=3", "datamodule")]:
+    for override, node in [
+        ("+trainer.max_epoch=3", "trainer"),
+        ("++trainer.max_epoch=3", "trainer"),
+        ("+datamodule.batchsize=3", "datamodule"),
+    ]:
         cfg = compose_train([override], tmp_path)
         with pytest.raises(InstantiationException, match=r"unexpected keyword argument '(max_epoch|batchsize)'"):
             hydra.utils.instantiate(cfg[node])

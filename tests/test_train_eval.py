@@ -126,3 +126,20 @@ def test_cli_train_then_eval(tmp_path, avdigits_raw):
     assert list(elsewhere.iterdir()) == []
     bad = subprocess.run([str(BIN / "mmfw-eval"), f"run={tmp_path}"], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "not an mmfw run folder" in bad.stderr
+
+
+def test_eval_rebuilds_the_data_the_run_trained_on(trained_run, tmp_path, monkeypatch):
+    """The datamodule node comes from the run's resolved config: MMFW_AVDIGITS_RAW pointing elsewhere (or unset) at
+    eval time changes neither the raw folder nor the test metrics."""
+    run_dir, _ = trained_run
+    trained_with = yaml.safe_load((run_dir / "resolved_config.yaml").read_text())["datamodule"]
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("MMFW_AVDIGITS_RAW", str(elsewhere))
+    cfg = load_run_config(run_dir)
+    assert OmegaConf.to_container(cfg.datamodule) == trained_with
+    metrics = evaluate(str(run_dir))
+    assert not elsewhere.exists()
+    logged = json.loads((run_dir / "test_metrics.json").read_text())
+    assert metrics["test/acc"] == pytest.approx(logged["test/acc"], abs=1e-6)
+    monkeypatch.delenv("MMFW_AVDIGITS_RAW")
+    assert load_run_config(run_dir).datamodule.raw_dir == trained_with["raw_dir"]

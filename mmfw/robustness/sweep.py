@@ -176,36 +176,66 @@ def evaluate_robustness(
         "notes": notes,
     }
     for modality, corruption in plan:
-        per_level = [clean]
-        for level in corruption.levels:
-            batches = corruption.batches(datamodule, split, modality, level, seed)
-            per_level.append(score(model, batches, metrics, device))
-            log.info("%s %s at %s: %s=%.4f", modality, corruption.name, level, metric, per_level[-1][metric])
-        values = [m[metric] for m in per_level]
-        curve = {
-            "modality": modality,
-            "kind": corruption.kind,
-            "corruption": corruption.name,
-            "level_label": corruption.level_label,
-            "levels": [corruption.clean_level, *corruption.levels],
-            "values": values,
-            "metrics": per_level,
-            "auc": curve_auc(values, corruption.clean_level, corruption.levels),
-            "relative_robustness": relative_robustness(values),
-            "effective_robustness": None,
-        }
+        curve = corruption_curve(model, datamodule, modality, corruption, clean, split, metric, seed, metrics, device)
         curve["effective_robustness"] = baseline_effective_robustness(curve, baseline_report, metric, notes)
         report["curves"].append(curve)
     if missing_subsets and len(modalities) > 1:
-        for subset in modality_subsets(modalities):
-            keep = torch.tensor([m in subset for m in modalities], device=device)
-            values = score(model, split_loader(), metrics, device, mask_fn=lambda mask, keep=keep: mask & keep)
-            report["missing_modalities"].append(
-                {"present": list(subset), "absent": [m for m in modalities if m not in subset],
-                 "value": values[metric], "metrics": values}
-            )  # fmt: skip
+        report["missing_modalities"] = missing_modality_scores(model, split_loader, modalities, metric, metrics, device)
     report["seconds"] = round(time.perf_counter() - start, 2)
     return report
+
+
+def corruption_curve(
+    model: torch.nn.Module,
+    datamodule: Any,
+    modality: str,
+    corruption: Corruption,
+    clean: dict[str, float],
+    split: str,
+    metric: str,
+    seed: int,
+    metrics: Any,
+    device: torch.device,
+) -> dict[str, Any]:
+    """One modality's curve: all metrics at the clean point and at each of the corruption's levels."""
+    per_level = [clean]
+    for level in corruption.levels:
+        batches = corruption.batches(datamodule, split, modality, level, seed)
+        per_level.append(score(model, batches, metrics, device))
+        log.info("%s %s at %s: %s=%.4f", modality, corruption.name, level, metric, per_level[-1][metric])
+    values = [m[metric] for m in per_level]
+    return {
+        "modality": modality,
+        "kind": corruption.kind,
+        "corruption": corruption.name,
+        "level_label": corruption.level_label,
+        "levels": [corruption.clean_level, *corruption.levels],
+        "values": values,
+        "metrics": per_level,
+        "auc": curve_auc(values, corruption.clean_level, corruption.levels),
+        "relative_robustness": relative_robustness(values),
+        "effective_robustness": None,
+    }
+
+
+def missing_modality_scores(
+    model: torch.nn.Module,
+    split_loader: Callable[[], Iterable[dict]],
+    modalities: list[str],
+    metric: str,
+    metrics: Any,
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    """The clean split with every non-empty proper subset of the modalities present (the others' mask bits off)."""
+    rows = []
+    for subset in modality_subsets(modalities):
+        keep = torch.tensor([m in subset for m in modalities], device=device)
+        values = score(model, split_loader(), metrics, device, mask_fn=lambda mask, keep=keep: mask & keep)
+        rows.append(
+            {"present": list(subset), "absent": [m for m in modalities if m not in subset],
+             "value": values[metric], "metrics": values}
+        )  # fmt: skip
+    return rows
 
 
 def curve_auc(values: list[float], clean_level: float | None, levels: list[float]) -> float | None:

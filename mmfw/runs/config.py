@@ -69,17 +69,22 @@ def check_modalities(cfg: DictConfig) -> None:
 
 
 def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
-    """A key added with ``+key=value`` must be read by something; otherwise a typo would be silently ignored.
+    """A key added with ``+key=value`` or ``++key=value`` must be read by something; otherwise a typo would be
+    silently ignored.
 
     Read are: keys in or under a node built from ``_target_`` (its constructor rejects unknown arguments), keys an
-    interpolation refers to (``+lr=0.01 model.optimizer.lr=${lr}``) and Hydra's own. Config group overrides
-    (``+encoder/text@encoder.caption=transformer``, ``+debug=limit``) add whole config files and are not checked.
+    interpolation refers to (``+lr=0.01
+    model.optimizer.lr=${lr}``), Hydra's own, and for ``++`` keys the config already had (``++`` then only sets
+    them). Config group overrides (``+encoder/text@encoder.caption=transformer``, ``+debug=limit``) add whole config
+    files and are not checked.
     """
     text = OmegaConf.to_yaml(cfg)  # unresolved: interpolations stay as written
-    for override in OverridesParser.create().parse_overrides(overrides):
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    without_forced: DictConfig | None = None  # the config without the ++ overrides, composed when first needed
+    for override in parsed:
         key = override.key_or_group
         group = override.package is not None or "/" in key or (Path(CONFIG_DIR) / key).is_dir()
-        if not override.is_add() or group or key.startswith("hydra."):
+        if not (override.is_add() or override.is_force_add()) or group or key.startswith("hydra."):
             continue
         parts = key.split(".")
         nodes = [OmegaConf.select(cfg, ".".join(parts[:i])) for i in range(1, len(parts) + 1)]
@@ -87,6 +92,11 @@ def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
             continue
         if "${" + key + "}" in text or "${" + key + "." in text:
             continue
+        if override.is_force_add():
+            if without_forced is None:
+                without_forced = _compose([o.input_line for o in parsed if not o.is_force_add()])
+            if OmegaConf.select(without_forced, key, default=_ABSENT) is not _ABSENT:
+                continue
         # The added part starts at the first node that holds nothing but the added path: suggest a near name there.
         first = next(i for i in range(len(parts)) if i == len(parts) - 1 or len(nodes[i]) == 1)
         parent = cfg if first == 0 else nodes[first - 1]
@@ -97,6 +107,22 @@ def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
             "Add keys with `+` only inside a node with `_target_` (they are constructor arguments) or use them "
             "in an interpolation."
         )
+
+
+_ABSENT = object()
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    """The training config composed with ``overrides`` (in Hydra's app when one runs, else from conf/)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    name = HydraConfig.get().job.config_name if HydraConfig.initialized() else "train"
+    if GlobalHydra.instance().is_initialized():
+        return compose(name, overrides=overrides)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(name, overrides=overrides)
 
 
 def apply_defaults(cfg: DictConfig) -> None:

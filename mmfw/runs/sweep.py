@@ -2,6 +2,8 @@
 
 * A job that raises is recorded as failed (its run.json has ``status: failed`` and the error) and the sweep goes on;
   for Optuna it is a failed trial. A single run that fails still raises.
+* A rerun with another command in the same sweep folder is refused before Hydra writes into a job folder
+  (:func:`check_job_folders`): every job keeps the ``.hydra/`` config it ran with.
 * ``SweepSummary`` (a Hydra callback, conf/hydra/default.yaml) writes ``<sweep>/sweep_summary.json`` and prints which
   jobs failed and why when the sweep ends; the exit status is 1 if any job did not complete. A sweep stopped before
   its end (Ctrl-C, SIGTERM, a sweeper error) writes it too, with the jobs that never started.
@@ -184,6 +186,43 @@ def planned_jobs(config: DictConfig) -> list[list[str]] | None:
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
+JOB_NUM_SUBDIR = "${hydra.job.num}"  # conf/hydra/default.yaml: job folder = job number
+
+
+def check_job_folders(config: DictConfig) -> None:
+    """Refuse a sweep folder that holds another command's jobs, before Hydra writes into any job folder.
+
+    Hydra saves each job's ``.hydra/`` (config, overrides) before the job function runs, so a job that
+    :func:`run_job` then refuses would still have its recorded config replaced by another command's, and mmfw-eval
+    would rebuild it from that. Basic sweeper: job ``i`` of this command must be job ``i`` of the folder (the same
+    overrides) or a new folder. Optuna: job folders are numbered on from the stored study
+    (:class:`ResumeOptunaStudy`); without a ``storage`` the folder must hold no jobs yet. A custom
+    ``hydra.sweep.subdir`` is not checked (its folders cannot be told from here).
+    """
+    sweep_dir = Path(config.hydra.sweep.dir)
+    jobs = {p.name: p for p in run_folder.find_runs(sweep_dir)} if sweep_dir.is_dir() else {}
+    subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir", JOB_NUM_SUBDIR)
+    if not jobs or subdir != JOB_NUM_SUBDIR:
+        return
+    planned = planned_jobs(config)
+    if planned is None:
+        if not (config.hydra.get("sweeper") or {}).get("storage"):
+            raise SystemExit(
+                f"hydra.sweep.dir={sweep_dir} already holds jobs {sorted(jobs)} and this sweeper has no storage "
+                "to continue from: give this sweep a new hydra.sweep.dir"
+            )
+        return
+    for num, overrides in enumerate(planned):
+        job_dir = jobs.get(str(num))
+        held = job_dir and (run_folder.read_run_json(job_dir).get("overrides") or _hydra_overrides(job_dir))
+        if held and set(held) != set(overrides):
+            raise SystemExit(
+                f"hydra.sweep.dir={sweep_dir}: job {num} holds a run of another command ({' '.join(held)}), "
+                f"this sweep's job {num} is {' '.join(overrides)}. Continue a sweep with the command that started "
+                "it, or give this one a new hydra.sweep.dir"
+            )
+
+
 def _hydra_overrides(job_dir: Path) -> list[str]:
     path = job_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
@@ -242,6 +281,7 @@ class SweepSummary(Callback):
         self.jobs_before = 0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_job_folders(config)  # before any job folder is written into
         # The sweep folder holds the Optuna study (sqlite), which is opened before the first job creates the folder.
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -335,3 +335,33 @@ class ResumeOptunaStudy(Callback):
                 sweeper.sampler.seed = int(sweeper.sampler.seed) + offset
             # Hydra composes each job from the hydra overrides, so the folder numbering travels as one.
             config.hydra.overrides.hydra.append(f"hydra.sweep.subdir=${{mmfw.job_num:{offset}}}")
+
+
+class ResolveAutoMonitor(Callback):
+    """Hydra callback: resolve ``monitor.metric=auto`` before the sweeper reads its direction from ``monitor.mode``.
+
+    ``auto`` is decided from the data (the task, which a manifest may infer from the target's values, and the class
+    balance), but an Optuna study's direction is fixed when the study is created, before any job reads the data; left
+    as ``auto`` it would maximise ``val/mse``. So the sweep's config gets the metric every job will choose (the same
+    data and rule: ``mmfw.train.default_monitor``), and ``monitor.mode`` and the direction follow it.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.monitor.metric != "auto":
+            return
+        import hydra
+
+        from mmfw.train import apply_defaults, default_monitor
+
+        probe = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+        with open_dict(probe):
+            del probe.hydra  # the data does not depend on it; ${hydra:...} does not resolve here
+            probe.paths.output_dir = probe.paths.log_dir
+        apply_defaults(probe)
+        datamodule = hydra.utils.instantiate(probe.datamodule)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        default_monitor(probe, datamodule)
+        log.info("monitor.metric=auto resolves to %s for this sweep's data", probe.monitor.metric)
+        with read_write(config), open_dict(config):
+            config.monitor.metric = probe.monitor.metric

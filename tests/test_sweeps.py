@@ -264,3 +264,20 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path, avdigits_raw):
     compared = mmfw("mmfw-compare", str(sweep_dir), root=tmp_path)
     assert compared.returncode == 0, output(compared)
     assert "± " in compared.stdout and "(2)" in compared.stdout  # the two seeds form one row
+
+
+def test_optuna_direction_follows_the_metric_auto_resolves_to(tmp_path):
+    """``monitor.metric=auto`` is resolved from the data before the sweeper creates its study: a regression target
+    (inferred from the values, ``datamodule.task`` unset) is ``val/mse``, minimised; a classification one maximised."""
+    rows = [{"x": float(i), "label": f"{i % 2}", "y": 0.5 * i} for i in range(40)]
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text("x,label,y\n" + "".join(f"{r['x']},{r['label']},{r['y']}\n" for r in rows))
+    common = ["hparams_search=optuna", "datamodule=manifest", f"datamodule.manifest={manifest}",
+              "+datamodule.columns={t: {kind: tabular, numeric: [x]}}", f"paths.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    for target, metric, direction in (("y", "val/mse", "minimize"), ("label", "val/acc", "maximize")):
+        cfg = compose_with_hydra([*common, f"datamodule.target={target}"])
+        assert cfg.monitor.metric == "auto"
+        (callback,) = [c for c in cfg.hydra.callbacks.values() if c._target_ == "mmfw.sweep.ResolveAutoMonitor"]
+        sweep.ResolveAutoMonitor().on_multirun_start(cfg)
+        assert cfg.monitor.metric == metric and cfg.monitor.mode == direction[:3]
+        assert cfg.hydra.sweeper.direction == direction, target

@@ -272,8 +272,13 @@ def test_optuna_direction_follows_the_metric_auto_resolves_to(tmp_path):
     rows = [{"x": float(i), "label": f"{i % 2}", "y": 0.5 * i} for i in range(40)]
     manifest = tmp_path / "rows.csv"
     manifest.write_text("x,label,y\n" + "".join(f"{r['x']},{r['label']},{r['y']}\n" for r in rows))
-    common = ["hparams_search=optuna", "datamodule=manifest", f"datamodule.manifest={manifest}",
-              "+datamodule.columns={t: {kind: tabular, numeric: [x]}}", f"paths.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    common = [
+        "hparams_search=optuna",
+        "datamodule=manifest",
+        f"datamodule.manifest={manifest}",
+        "+datamodule.columns={t: {kind: tabular, numeric: [x]}}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
     for target, metric, direction in (("y", "val/mse", "minimize"), ("label", "val/acc", "maximize")):
         cfg = compose_with_hydra([*common, f"datamodule.target={target}"])
         assert cfg.monitor.metric == "auto"

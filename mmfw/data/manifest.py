@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 KINDS = ("image", "audio", "text", "tabular")
 TASKS = ("multiclass", "binary", "multilabel", "regression")
 SPLITS = ("train", "val", "test")
-_CACHE_VERSION = 2  # bump when decoding or the cache layout changes
+_CACHE_VERSION = 3  # bump when decoding or the cache layout changes
 
 
 class ManifestError(ValueError):
@@ -562,7 +562,7 @@ class ManifestDataModule(pl.LightningDataModule):
             "modalities": names,
             "splits": out_splits,
             "task": {"kind": task.kind, "num_outputs": task.num_outputs, "class_names": task.class_names},
-            "encoder_inputs": self._encoder_inputs(tokenizer, stats),
+            "encoder_inputs": self._encoder_inputs(tokenizer, stats, out_splits["train"]),
             "skipped": sorted(skipped, key=lambda s: s["row"]),
             "truncated": truncated,
             "tabular_stats": {m: vars(s) for m, s in stats.items()},
@@ -725,7 +725,7 @@ class ManifestDataModule(pl.LightningDataModule):
         rows_tensor = torch.tensor([i + 1 for i in rows])
         return {"inputs": inputs, "mask": mask, "target": target, "rows": rows_tensor, "truncated": truncated}
 
-    def _encoder_inputs(self, tokenizer, stats: dict[str, TabularStats]) -> dict[str, dict[str, Any]]:  # noqa: ANN001
+    def _encoder_inputs(self, tokenizer, stats: dict[str, TabularStats], train: dict) -> dict[str, dict[str, Any]]:  # noqa: ANN001
         out: dict[str, dict[str, Any]] = {}
         for m, spec in self.columns.items():
             if spec["kind"] == "image":
@@ -734,12 +734,24 @@ class ManifestDataModule(pl.LightningDataModule):
                 out[m] = {"in_chans": 1}
             elif spec["kind"] == "text":
                 out[m] = {"vocab_size": tokenizer.vocab_size, "pad_id": tokenizer.pad_id}
+                if isinstance(tokenizer, NgramTokenizer):  # the n-gram bag's IDF / min_df (encoders.ngram_text)
+                    out[m].update(ngram_document_frequencies(train["inputs"][m], tokenizer))
             else:
                 out[m] = {"num_numeric": len(spec["numeric"]), "cardinalities": stats[m].cardinalities}
         return out
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def ngram_document_frequencies(ids: torch.Tensor, tokenizer: NgramTokenizer) -> dict[str, Any]:
+    """``doc_freq`` (training texts holding each bucket, ``(vocab_size,)`` int32) and ``num_texts`` (training texts
+    with at least one n-gram) from the training split's padded ids ``(N, L)``."""
+    present = ids != tokenizer.pad_id
+    rows = torch.arange(ids.shape[0]).unsqueeze(1).expand_as(ids)[present]
+    pairs = torch.unique(torch.stack([rows, ids[present]]), dim=1)  # each (text, bucket) once
+    doc_freq = torch.bincount(pairs[1], minlength=tokenizer.vocab_size).to(torch.int32)
+    return {"doc_freq": doc_freq, "num_texts": int(present.any(dim=1).sum())}
+
+
 def read_manifest(path: Path, *, encoding: str = "utf-8") -> list[dict[str, Any]]:
     """Rows of a CSV/TSV (all cells as strings), JSONL or Parquet manifest as dicts; missing cells are None/NaN.
 

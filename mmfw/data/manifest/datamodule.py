@@ -27,7 +27,7 @@ from mmfw.data.manifest.reader import ManifestError, is_missing, plain, read_man
 
 log = logging.getLogger(__name__)
 
-_CACHE_VERSION = 3  # bump when decoding or the cache layout changes
+_CACHE_VERSION = 4  # bump when decoding or the cache layout changes
 
 
 class ManifestDataModule(MultimodalDataModule):

@@ -19,6 +19,7 @@ from mmfw.data.text import (
     build_text_tokenizer,
     encode_padded,
     load_pretrained_tokenizer,
+    ngram_document_frequencies,
     tokenize_padded,
     tokenizer_spec_fingerprint,
 )
@@ -28,6 +29,7 @@ class Codec(ColumnCodec):
     kind = "text"
     redecodes = True
     tokenizer: ByteTokenizer | HFTokenizer | NgramTokenizer | None = None
+    document_frequencies: dict[str, dict[str, Any]] | None = None
 
     def cache_key(self, records: Sequence[dict[str, Any]]) -> str:
         return tokenizer_spec_fingerprint(self.settings.text_tokenizer)
@@ -47,6 +49,14 @@ class Codec(ColumnCodec):
             ngram_buckets=s.ngram_buckets,
             ngram_unique=s.ngram_unique,
         )
+        self.document_frequencies = {}
+        if isinstance(self.tokenizer, NgramTokenizer):  # the n-gram bag's IDF / min_df (encoders.ngram_text)
+            for m in self.specs:
+                train_texts = [values[m][i] for i in train if values[m][i] is not None]
+                ids, _ = tokenize_padded(self.tokenizer, train_texts, s.text_len)
+                counts = ngram_document_frequencies(ids, self.tokenizer)
+                # A tensor: the datamodule cache is read back with weights_only=True, which refuses numpy arrays.
+                self.document_frequencies[m] = {**counts, "doc_freq": torch.from_numpy(counts["doc_freq"])}
 
     def state(self) -> str | None:
         """Only a trained BPE needs saving; the others are rebuilt from the spec (the cache key covers their files)."""
@@ -73,7 +83,8 @@ class Codec(ColumnCodec):
         return torch.from_numpy(ids), {"truncated": int(cut[present].sum()), "texts": int(present.sum())}
 
     def encoder_inputs(self, modality: str) -> dict[str, Any]:
-        return {"vocab_size": self.tokenizer.vocab_size, "pad_id": self.tokenizer.pad_id}
+        inputs = {"vocab_size": self.tokenizer.vocab_size, "pad_id": self.tokenizer.pad_id}
+        return {**inputs, **(self.document_frequencies or {}).get(modality, {})}
 
     def redecode(
         self, modality: str, cells: list[Any], present: torch.Tensor, like: Any, corrupt: Callable[..., Any]

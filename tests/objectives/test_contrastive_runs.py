@@ -13,7 +13,6 @@ from conftest import TINY_AVDIGITS, compose_train
 from mmfw.objectives.classify import Classify
 from mmfw.objectives.contrastive import Contrastive
 from mmfw.objectives.transfer import InitFromError
-from mmfw.runs.resolvers import monitor_mode
 from mmfw.train import build
 
 
@@ -82,11 +81,6 @@ def test_zero_shot_uses_the_other_modalitys_class_prototypes(tmp_path, avdigits_
         target = torch.cat([b["target"] for b in test])
     accuracy = float(((audio @ expected.T).argmax(1) == target).float().mean())
     assert trainer.callback_metrics["test/zeroshot_acc_audio_to_image"] == pytest.approx(accuracy)
-
-
-def test_rank_metrics_are_lower_is_better():
-    assert monitor_mode("val/median_rank_audio_to_image") == "min"
-    assert monitor_mode("val/recall@1") == "max"
 
 
 def test_contrastive_needs_two_modalities(tmp_path, avdigits_raw):

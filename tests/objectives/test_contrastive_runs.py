@@ -98,6 +98,16 @@ def aligned_run(tmp_path_factory, avdigits_raw):
     return only_child(root / "logs" / "train" / "runs")
 
 
+def test_eval_reproduces_a_contrastive_runs_test_metrics(aligned_run):
+    """mmfw-eval rebuilds the run (test split only) and finds the training split for the prototypes itself."""
+    from mmfw.evaluate import evaluate
+
+    logged = json.loads((aligned_run / "test_metrics.json").read_text())
+    again = evaluate(str(aligned_run), accelerator="cpu")
+    for name in ("test/recall@1", "test/median_rank_audio_to_image", "test/zeroshot_acc"):
+        assert again[name] == pytest.approx(logged[name], abs=1e-5), name
+
+
 def test_init_from_loads_only_that_encoders_weights(aligned_run, tmp_path):
     record = run_json(aligned_run)
     state = torch.load(aligned_run / record["best_checkpoint"], weights_only=True)["state_dict"]

@@ -1,4 +1,4 @@
-"""The LightningModule: per-modality encoders -> fusion -> head -> loss, with torchmetrics per split."""
+"""The LightningModule: per-modality encoders -> fusion -> head, trained on an objective (a task loss by default)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from mmfw.contracts import (
     FEATURES_KEY,
     MASK_KEY,
     MODALITIES_KEY,
-    TARGET_KEY,
     TaskSpec,
     check_modality_order,
     drop_modalities,
 )
 from mmfw.feature_cache import is_frozen
 from mmfw.fusion.factory import build_fusion
+from mmfw.objectives.base import Objective
+from mmfw.objectives.classify import Classify
 
 # Lightning advises sync_dist=True for every epoch-level value under DDP; this module logs values that torchmetrics
 # has already synchronised, and sync_dist is what made the ranks' collectives diverge (see MultimodalModule.__init__).
@@ -55,6 +56,8 @@ class MultimodalModule(pl.LightningModule):
         compile_options: keyword arguments of ``torch.compile`` (``mode``, ``backend``, ``dynamic``).
         channels_last: keep 4-D inputs (images, spectrograms) and the convolution weights in channels-last memory
             format, which GPUs' convolutions (tensor cores, bf16/fp16) run faster in.
+        objective: factory ``objective(task, in_dims) -> Objective`` (``objective=...``, :mod:`mmfw.objectives`):
+            the loss, outputs and metrics of each step; None: :class:`~mmfw.objectives.classify.Classify`.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class MultimodalModule(pl.LightningModule):
         compile: bool = False,
         compile_options: dict | None = None,
         channels_last: bool = False,
+        objective: Callable[..., Objective] | None = None,
     ) -> None:
         super().__init__()
         if not encoders:
@@ -86,16 +90,22 @@ class MultimodalModule(pl.LightningModule):
         self.task = task
         self.encoders = nn.ModuleDict(encoders)
         in_dims = {name: int(enc.out_dim) for name, enc in encoders.items()}
-        self.fusion = build_fusion(fusion, in_dims=in_dims, num_outputs=task.num_outputs)
-        if getattr(self.fusion, "outputs_logits", False):
-            if self.fusion.out_dim != task.num_outputs:
-                raise ValueError(
-                    f"fusion outputs {self.fusion.out_dim} logits but the task has {task.num_outputs} outputs "
-                    f"(num_outputs): {type(self.fusion).__name__} must output num_outputs logits"
-                )
-            self.head = nn.Identity()
+        objective_ = (objective or Classify)(task=task, in_dims=in_dims)
+        num_outputs = objective_.head_outputs
+        if num_outputs is None:  # the objective uses the encoders alone (contrastive): no fusion, no head
+            self.fusion, self.head = None, None
         else:
-            self.head = head(in_features=self.fusion.out_dim, out_features=task.num_outputs)
+            self.fusion = build_fusion(fusion, in_dims=in_dims, num_outputs=num_outputs)
+            if getattr(self.fusion, "outputs_logits", False):
+                if self.fusion.out_dim != num_outputs:
+                    raise ValueError(
+                        f"fusion outputs {self.fusion.out_dim} logits but the objective needs {num_outputs} outputs "
+                        f"(num_outputs): {type(self.fusion).__name__} must output num_outputs logits"
+                    )
+                self.head = nn.Identity()
+            else:
+                self.head = head(in_features=self.fusion.out_dim, out_features=num_outputs)
+        self.objective = objective_
         self.loss_fn = loss if loss is not None else task.loss()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -103,11 +113,9 @@ class MultimodalModule(pl.LightningModule):
         self.monitor = monitor
         self.monitor_mode = monitor_mode
 
-        # The loss has rejected a bad target before the training metrics see it; their per-update argument checks
-        # (torch.unique and host copies every step) would only stall a GPU.
-        self.train_metrics = task.metrics("train/", validate_args=False)
-        self.val_metrics = task.metrics("val/")
-        self.test_metrics = task.metrics("test/")
+        self.train_metrics = self.objective.metrics("train/")
+        self.val_metrics = self.objective.metrics("val/")
+        self.test_metrics = self.objective.metrics("test/")
         # Epoch losses are torchmetrics too, synchronised in the epoch-end hooks with the other metrics. Values
         # logged with sync_dist are all-reduced whenever something reads them (a progress bar on rank 0 only), so
         # the ranks would issue collectives in different orders and hang.
@@ -118,8 +126,11 @@ class MultimodalModule(pl.LightningModule):
         self.register_buffer("_non_finite_step", torch.tensor(-1), persistent=False)
         self.register_buffer("_non_finite_batch", torch.tensor(-1), persistent=False)
         self.register_buffer("_non_finite_loss", torch.tensor(0.0), persistent=False)
-        ablations = self.modalities if modality_ablation and len(self.modalities) > 1 else []
-        self.ablation_metrics = nn.ModuleDict({name: task.metrics("test/", postfix=f"[-{name}]") for name in ablations})
+        ablate = modality_ablation and self.objective.ablation and len(self.modalities) > 1
+        ablations = self.modalities if ablate else []
+        self.ablation_metrics = nn.ModuleDict(
+            {name: self.objective.metrics("test/", postfix=f"[-{name}]") for name in ablations}
+        )
         # Fed with synchronised values: nothing to synchronise again.
         self.val_best = MaxMetric(sync_on_compute=False) if monitor_mode == "max" else MinMetric(sync_on_compute=False)
         # Saved in checkpoints, so a resumed run keeps its best so far.
@@ -129,40 +140,47 @@ class MultimodalModule(pl.LightningModule):
             self.to(memory_format=torch.channels_last)  # 4-D weights only; the others keep their layout
         if compile:
             super().compile(**(compile_options or {}))
-        monitorable = [*self.val_metrics.keys(), "val/loss"]
+        monitorable = [*self.objective.metric_names("val/"), "val/loss"]
         if monitor not in monitorable:
             raise ValueError(
-                f"monitor.metric={monitor!r} is not computed for a {task.kind} task: choose one of {monitorable} "
+                f"monitor.metric={monitor!r} is not computed for a {task.kind} task with objective "
+                f"{type(self.objective).__name__}: choose one of {monitorable} "
                 "(monitor.mode follows it: min for losses and errors)"
             )
 
     # ---------------------------------------------------------------- forward
     def forward(self, batch: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``(B, num_outputs)`` for a batch; ``mask`` overrides ``batch["mask"]`` (B, M).
+        """Logits ``(B, num_outputs)`` for a batch (a reward ``(B, 1)`` for ``objective=preference``; for
+        ``objective=contrastive``, which has no fusion, ``{modality: (B, embed_dim)}`` unit embeddings); ``mask``
+        overrides ``batch["mask"]`` (B, M).
 
         The batch's ``modalities`` (its mask columns' names) must be the model's, in the same order. A modality whose
         encoder output the batch already carries (``batch["features"]``, see
         :mod:`mmfw.feature_cache`) is not encoded again.
         """
-        check_modality_order(batch.get(MODALITIES_KEY), self.modalities)
         mask = batch[MASK_KEY] if mask is None else mask
+        features = self.encode(batch)
+        if self.fusion is None:  # an objective without fusion (contrastive): the embeddings it defines
+            return self.objective(features)
+        return self.head(self.fusion(features, mask))
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{modality: encoder output}``: the batch's cached features (``batch["features"]``) or the encoder's."""
+        check_modality_order(batch.get(MODALITIES_KEY), self.modalities)
         cached = batch.get(FEATURES_KEY) or {}
-        features = {
+        return {
             name: cached[name] if name in cached else encoder(self._layout(batch[name]))
             for name, encoder in self.encoders.items()
         }
-        return self.head(self.fusion(features, mask))
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and isinstance(x, torch.Tensor) and x.dim() == 4:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def _loss_and_outputs(
-        self, batch: dict[str, torch.Tensor], mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits, loss_target, metric_target = self.task.prepare(self(batch, mask), batch[TARGET_KEY])
-        return self.loss_fn(logits, loss_target), logits, metric_target
+    def _loss_and_outputs(self, batch: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> tuple:
+        """``(loss, outputs, target)``: the objective's (:meth:`mmfw.objectives.base.Objective.loss_and_outputs`)."""
+        return self.objective.loss_and_outputs(self, batch, mask)
 
     def _dropout_mask(self, mask: torch.Tensor) -> torch.Tensor:
         if self.modality_dropout == 0.0:
@@ -246,6 +264,9 @@ class MultimodalModule(pl.LightningModule):
             mask = drop_modalities(batch[MASK_KEY], self.modalities, [name])
             _, ablated_logits, _ = self._loss_and_outputs(batch, mask)
             metrics.update(ablated_logits, target)
+
+    def on_test_epoch_start(self) -> None:
+        self.objective.on_test_epoch_start(self)
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self._compute_epoch(self.test_metrics, self.test_loss))

@@ -29,16 +29,25 @@ resolvers.register()
 def build(cfg: DictConfig, stage: str = "fit") -> tuple[pl.LightningDataModule, pl.LightningModule]:
     """Datamodule first (it knows the task and input shapes), then encoders, fusion and the module.
 
-    ``encoder.<modality>.frozen=true`` freezes any encoder. With ``feature_cache`` (default true) the returned
-    datamodule is wrapped so that frozen encoders' outputs are computed once and cached (:mod:`mmfw.feature_cache`).
+    ``encoder.<modality>.frozen=true`` freezes any encoder, ``encoder.<modality>.init_from=<run folder>`` starts it
+    from that run's weights (:mod:`mmfw.objectives.transfer`). ``objective`` (default classify) is handed to the
+    module; its ``pairs`` node (objective=preference) wraps the sample datamodule into a pair datamodule. With
+    ``feature_cache`` (default true) the returned datamodule is wrapped so that frozen encoders' outputs are computed
+    once and cached (:mod:`mmfw.feature_cache`; not for pairs).
     """
     from mmfw import feature_cache  # torch: once a run is really built
+    from mmfw.objectives.transfer import load_encoder_weights
 
     apply_defaults(cfg)
     check_modalities(cfg)
+    objective = OmegaConf.to_container(cfg.objective, resolve=True) if cfg.get("objective") is not None else None
+    pairs = objective.pop("pairs", None) if objective is not None else None
     datamodule = hydra.utils.instantiate(cfg.datamodule)
     datamodule.prepare_data()
     datamodule.setup(stage)
+    if pairs is not None:
+        datamodule = hydra.utils.instantiate(pairs)(samples=datamodule)
+        datamodule.setup(stage)
     task = datamodule.task
     default_monitor(cfg, datamodule)
     with open_dict(cfg):
@@ -49,12 +58,20 @@ def build(cfg: DictConfig, stage: str = "fit") -> tuple[pl.LightningDataModule, 
         # `frozen` is common to every encoder and read here, not by its constructor.
         configs[name] = OmegaConf.to_container(cfg.encoder[name], resolve=True)
         frozen = bool(configs[name].pop("frozen", False))
+        init_from = configs[name].pop("init_from", None)
         encoders[name] = hydra.utils.instantiate(configs[name], **datamodule.encoder_inputs.get(name, {}))
+        if init_from:
+            load_encoder_weights(encoders[name], name, init_from, configs[name])
         if frozen:
             feature_cache.freeze(encoders[name])
     model_factory = hydra.utils.instantiate(cfg.model, _partial_=True)
-    model = model_factory(encoders=encoders, fusion=hydra.utils.instantiate(cfg.fusion), task=task)
-    if cfg.get("feature_cache", True):
+    model = model_factory(
+        encoders=encoders,
+        fusion=hydra.utils.instantiate(cfg.fusion),
+        task=task,
+        objective=hydra.utils.instantiate(objective) if objective is not None else None,
+    )
+    if cfg.get("feature_cache", True) and pairs is None:
         datamodule = feature_cache.wrap_frozen(
             datamodule,
             {name: model.encoders[name] for name in encoders},

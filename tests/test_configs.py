@@ -74,6 +74,27 @@ def test_model_configs_build_and_train(group, name, tmp_path, avdigits_raw):
     assert logits.shape == (8, 10) and torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("name", options("objective"))
+def test_objective_configs_build_and_train(name, tmp_path, avdigits_raw):
+    """Each objective builds on tiny AV-digits and takes a few optimiser steps; its monitor is one it logs."""
+    if name == "preference":
+        pytest.skip("pairs of a manifest's rows: trained in tests/objectives/test_preference_runs.py")
+    cfg = compose_train([f"objective={name}", *TINY_AVDIGITS], tmp_path)
+    datamodule, model = build(cfg)
+    trainer = pl.Trainer(
+        max_steps=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    assert torch.isfinite(trainer.callback_metrics["train/loss_step"])
+    assert torch.isfinite(trainer.callback_metrics[cfg.monitor.metric])
+
+
 @pytest.mark.parametrize("name", options("datamodule"))
 def test_datamodule_configs_compose(name, tmp_path):
     cfg = compose_train([f"datamodule={name}", *NEEDS.get(f"datamodule/{name}", [])], tmp_path)
@@ -194,7 +215,9 @@ def test_monitor_mode_follows_the_metric_unless_set(overrides, mode, tmp_path):
 @pytest.mark.parametrize(
     ("metric", "mode"),
     [("val/loss", "min"), ("val/mse", "min"), ("val/rmse", "min"), ("val/error_rate", "min"), ("val/ece", "min"),
-     ("val/bce_loss", "min"), ("val/acc", "max"), ("val/f1_macro", "max"), ("val/auroc", "max")],
+     ("val/bce_loss", "min"), ("val/acc", "max"), ("val/f1_macro", "max"), ("val/auroc", "max"),
+     ("val/median_rank_audio_to_image", "min"), ("val/recall@1", "max"), ("val/pair_acc", "max"),
+     ("val/pair_ece", "min")],
 )  # fmt: skip
 def test_monitor_mode_of_each_metric(metric, mode):
     assert monitor_mode(metric) == mode

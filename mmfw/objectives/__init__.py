@@ -9,28 +9,25 @@ Building blocks (this package, usable on their own and tested against their form
   (pairwise accuracy, AUROC of reward differences, ECE of ``σ(r_a - r_b)``), ``pairs_from_ratings`` and
   ``read_pairs`` (a pairs manifest over a sample manifest).
 
-How they plug into training (the design the wiring follows once the task contract owns loss and metrics):
+How they plug into training (:mod:`mmfw.objectives.base`):
 
 - ``conf/objective/{classify,contrastive,preference}.yaml`` is a config group selected with ``objective=<name>``;
-  each file has a ``_target_`` to one Objective class (``mmfw/objectives/<name>.py``), built in ``mmfw.train.build``
-  after the encoders: ``objective(in_dims={m: encoder.out_dim}, modalities=..., task=datamodule.task)``. The
-  Objective owns everything that differs between objectives and nothing else:
-  ``heads`` (nn.Module: the classifier head, the projection heads, or the scalar reward head over the fusion),
-  ``step(module, batch, mask) -> (loss, outputs)`` and ``metrics(prefix, postfix) -> Metric | MetricCollection``,
-  ``update(metrics, outputs)``, and the names it can monitor (``val/acc``; ``val/recall@1``; ``val/pair_acc``).
-- :class:`mmfw.module.MultimodalModule` keeps the loop it has (steps, epoch-end synchronisation, the best value,
-  modality dropout, the per-modality ablation ``test/<metric>[-image]``, NaN guard, optimiser) and calls the
-  Objective where it now calls ``loss_fn``/``build_metrics``: encoders and fusion stay the module's, so datamodules,
-  loggers, sweeps, resume, compare and eval work unchanged. ``classify`` is today's behaviour (the TaskSpec's loss
-  and metrics) and stays the default, so existing configs and checkpoints are unaffected.
-- ``contrastive`` uses the encoders but not the fusion (``fusion`` is ignored, not built); the datamodule's paired
-  modalities are the positives. Zero-shot classification (class prototypes: mean other-modality embedding per
-  class) and the linear probe are evaluation callbacks on the aligned encoders; ``encoder.<m>.init_from=<run
-  folder>`` loads a run's encoder weights into a new (e.g. classify) run.
-- ``preference`` needs pairs: a pair datamodule wraps a sample datamodule (any ``ManifestDataModule``) and yields
-  ``{"chosen": batch, "rejected": batch, "target", "margin"}``; the reward is ``head(fusion(encoders(x)))`` with
-  ``out_features=1``, so missing modalities and the modality ablation work as for classification.
-  ``mmfw-predict``/eval score single samples with the same forward.
+  each file's ``_target_`` is one Objective class (:class:`~mmfw.objectives.classify.Classify`,
+  :class:`~mmfw.objectives.contrastive.Contrastive`, :class:`~mmfw.objectives.preference.Preference`), handed to
+  :class:`mmfw.module.MultimodalModule` as a partial by ``mmfw.train.build`` and built there as
+  ``objective(task=..., in_dims={m: encoder.out_dim})``. It owns the loss and outputs of a step
+  (``loss_and_outputs``), the metrics of a split (``metrics``, updated as ``update(outputs, target)``), the width of
+  the head over the fusion (``head_outputs``; None: no fusion or head) and what ``monitor.metric=auto`` monitors.
+- The module keeps its loop (steps, epoch-end synchronisation, the best value, modality dropout, the ablation
+  ``test/<metric>[-image]``, NaN guard, optimiser); ``classify`` is the default and adds no parameter, so existing
+  configs and checkpoints are unaffected.
+- ``contrastive`` uses the encoders but not the fusion; the datamodule's paired modalities are the positives;
+  zero-shot prototypes are computed at the start of the test. ``encoder.<m>.init_from=<run folder>``
+  (:mod:`mmfw.objectives.transfer`) starts a new run's encoder from an aligned one (fine-tune, or linear probe with
+  ``frozen=true``).
+- ``preference``: the objective's ``pairs`` node wraps the sample datamodule into a
+  :class:`~mmfw.objectives.pairs.PairDataModule` whose batches are the chosen then the rejected samples; the reward
+  is ``head(fusion(encoders(x)))`` with one output, so missing modalities and the ablation work as for classification.
 """
 
 from mmfw.objectives.contrastive import ContrastiveLoss, ProjectionHeads, RetrievalMetrics, gather_with_grad

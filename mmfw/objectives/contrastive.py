@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import math
 from itertools import combinations
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from pytorch_lightning.utilities import move_data_to_device
 from torch import Tensor, nn
-from torchmetrics import Metric
+from torchmetrics import Metric, MetricCollection
+
+from mmfw.contracts import MASK_KEY, TARGET_KEY, TaskSpec
+from mmfw.objectives.base import Objective
 
 LossKind = Literal["infonce", "sigmoid"]
 
@@ -253,3 +257,156 @@ class RetrievalMetrics(Metric):
                 torch.stack(recalls[k]).mean() if recalls[k] else torch.tensor(math.nan)
             )
         return values
+
+
+class Embedded(NamedTuple):
+    """A contrastive step's outputs: unit embeddings ``{m: (B, D)}`` and which modalities each sample has."""
+
+    embeddings: dict[str, Tensor]
+    present: Tensor
+
+
+class SplitRetrieval(RetrievalMetrics):
+    """:class:`RetrievalMetrics` updated as the module updates every split's metrics: ``update(outputs, target)``."""
+
+    def update(self, outputs: Embedded, target: Tensor) -> None:  # type: ignore[override]
+        super().update(outputs.embeddings, outputs.present, target if self.match == "label" else None)
+
+
+class ZeroShotAccuracy(Metric):
+    """Zero-shot classification: each sample's modality-``a`` embedding gets the class whose prototype of modality
+    ``b`` (the unit mean of ``b``'s training embeddings of that class, :meth:`Contrastive.on_test_epoch_start`) is the
+    most similar. ``zeroshot_acc_<a>_to_<b>`` per ordered pair, ``zeroshot_acc`` their mean."""
+
+    full_state_update = False
+
+    def __init__(self, modalities: list[str]) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.pairs = [(a, b) for a in self.modalities for b in self.modalities if a != b]
+        self.prototypes: dict[str, Tensor] | None = None
+        for a, b in self.pairs:
+            self.add_state(f"correct_{a}_to_{b}", default=torch.tensor(0.0), dist_reduce_fx="sum")
+            self.add_state(f"total_{a}_to_{b}", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, outputs: Embedded, target: Tensor) -> None:
+        if self.prototypes is None:
+            raise RuntimeError("ZeroShotAccuracy needs class prototypes before the test batches (set .prototypes)")
+        for a, b in self.pairs:
+            present = outputs.present[:, self.modalities.index(a)]
+            scores = outputs.embeddings[a][present].float() @ self.prototypes[b].T
+            hits = (scores.argmax(dim=1) == target[present].long()).sum()
+            setattr(self, f"correct_{a}_to_{b}", getattr(self, f"correct_{a}_to_{b}") + hits)
+            setattr(self, f"total_{a}_to_{b}", getattr(self, f"total_{a}_to_{b}") + present.sum())
+
+    def compute(self) -> dict[str, Tensor]:
+        values = {
+            f"zeroshot_acc_{a}_to_{b}": getattr(self, f"correct_{a}_to_{b}") / getattr(self, f"total_{a}_to_{b}")
+            for a, b in self.pairs
+        }
+        return {**values, "zeroshot_acc": torch.stack(list(values.values())).mean()}
+
+
+class Contrastive(Objective):
+    """``objective=contrastive``: align the encoders' outputs in one embedding space (no fusion, no head).
+
+    The positives are the modalities of one sample; the loss is :class:`ContrastiveLoss` over
+    :class:`ProjectionHeads`. Validation and test report :class:`RetrievalMetrics` (recall@k both ways, median
+    rank); the test also zero-shot accuracy (:class:`ZeroShotAccuracy`) for a multiclass task.
+
+    Args:
+        task: the datamodule's task (its labels: retrieval with ``match=label``, zero-shot classes).
+        in_dims: ``{modality: encoder out_dim}``; at least two modalities.
+        embed_dim, hidden_dim: the projection heads (:class:`ProjectionHeads`).
+        loss: ``infonce`` (CLIP) or ``sigmoid`` (SigLIP).
+        init_temperature, max_scale, learnable_temperature: the temperature (:class:`ContrastiveLoss`).
+        match: what retrieval counts as a hit: ``instance`` (the sample's own other modality) or ``label`` (any
+            sample of the same class: data paired by class, such as AV-digits).
+        ks: the ``k`` of recall@k.
+        zero_shot: report zero-shot accuracy at test (multiclass tasks; one pass over the training split).
+    """
+
+    auto_monitor = "val/recall@1"
+    ablation = False  # a retrieval with one modality masked out has no queries: nothing to report
+
+    def __init__(
+        self,
+        *,
+        task: TaskSpec,
+        in_dims: dict[str, int],
+        embed_dim: int = 128,
+        hidden_dim: int | None = None,
+        loss: LossKind = "infonce",
+        init_temperature: float | None = None,
+        max_scale: float = 100.0,
+        learnable_temperature: bool = True,
+        match: Literal["instance", "label"] = "instance",
+        ks: tuple[int, ...] = (1, 5, 10),
+        zero_shot: bool = True,
+    ) -> None:
+        super().__init__(task=task, in_dims=in_dims)
+        if len(in_dims) < 2:
+            raise ValueError(
+                f"objective=contrastive aligns two or more modalities, the model has {list(in_dims)}: "
+                "set `modalities` to at least two"
+            )
+        if match == "label" and task.kind not in ("multiclass", "binary"):
+            raise ValueError(f"objective.match=label needs class labels, the task is {task.kind}: use match=instance")
+        self.modalities = list(in_dims)
+        self.projections = ProjectionHeads(in_dims, embed_dim=embed_dim, hidden_dim=hidden_dim)
+        self.loss = ContrastiveLoss(
+            kind=loss, init_temperature=init_temperature, max_scale=max_scale, learnable=learnable_temperature
+        )
+        self.match, self.ks = match, tuple(ks)
+        self.zero_shot = zero_shot and task.kind == "multiclass"
+
+    @property
+    def head_outputs(self) -> None:
+        return None
+
+    def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Encoder outputs → unit embeddings ``{m: (B, embed_dim)}``."""
+        return self.projections(features)
+
+    def loss_and_outputs(
+        self, module: Any, batch: dict[str, Any], mask: Tensor | None
+    ) -> tuple[Tensor, Embedded, Tensor]:
+        present = batch[MASK_KEY] if mask is None else mask
+        embeddings = self.projections(module.encode(batch))
+        return self.loss(embeddings, present), Embedded(embeddings, present), batch[TARGET_KEY]
+
+    def metrics(self, prefix: str, postfix: str | None = None) -> MetricCollection:
+        metrics: dict[str, Metric] = {}
+        if prefix != "train/":  # a whole training split's similarity matrix each epoch: too costly for a curve
+            metrics["retrieval"] = SplitRetrieval(self.modalities, ks=self.ks, match=self.match)
+        if prefix == "test/" and self.zero_shot:
+            metrics["zeroshot"] = ZeroShotAccuracy(self.modalities)
+        return MetricCollection(metrics, prefix=prefix, postfix=postfix, compute_groups=False)
+
+    def metric_names(self, prefix: str) -> list[str]:
+        pairs = [f"{a}_to_{b}" for a in self.modalities for b in self.modalities if a != b]
+        if prefix == "train/":
+            return []
+        names = [f"{prefix}recall@{k}{suffix}" for k in self.ks for suffix in ["", *(f"_{p}" for p in pairs)]]
+        return [*names, *(f"{prefix}median_rank_{p}" for p in pairs)]
+
+    @torch.no_grad()
+    def on_test_epoch_start(self, module: Any) -> None:
+        """Class prototypes for zero-shot accuracy: per modality, the unit mean embedding of each class over the
+        training split (every rank reads the whole split, so all ranks hold the same prototypes)."""
+        zero_shot = [m for m in module.test_metrics.values() if isinstance(m, ZeroShotAccuracy)]
+        if not zero_shot:
+            return
+        datamodule = module.trainer.datamodule
+        datamodule.setup("fit")  # mmfw-eval sets up the test split only
+        classes = self.task.num_outputs
+        sums = {m: torch.zeros(classes, self.projections.out_dim, device=module.device) for m in self.modalities}
+        for batch in datamodule.train_dataloader():
+            batch = move_data_to_device(batch, module.device)
+            embeddings = self.projections(module.encode(batch))
+            for j, m in enumerate(self.modalities):
+                present = batch[MASK_KEY][:, j]
+                sums[m].index_add_(0, batch[TARGET_KEY][present].long(), embeddings[m][present].float())
+        prototypes = {m: F.normalize(s, dim=-1) for m, s in sums.items()}  # a class without samples: zero, never won
+        for metric in zero_shot:
+            metric.prototypes = prototypes

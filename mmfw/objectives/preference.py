@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from itertools import combinations
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryCalibrationError
+
+from mmfw.contracts import TaskSpec
+from mmfw.objectives.base import Objective
 
 Ties = Literal["drop", "half"]
 
@@ -182,3 +185,54 @@ def read_pairs(path: str | Path, sample_ids: list[str] | pd.Index) -> pd.DataFra
             raise PairsError(f"{path} row {row}: {column} {pairs[column].iloc[row - 1]!r} is not {allowed}")
         pairs[column] = values.astype(float)
     return pairs
+
+
+class PairMetrics(PreferenceMetrics):
+    """:class:`PreferenceMetrics` updated as the module updates every split's metrics: ``update(rewards, target)``
+    with the ``2N`` rewards of a pair batch (chosen first) and the pairs' targets; ties (target ≠ 1) are left out."""
+
+    def update(self, rewards: Tensor, target: Tensor) -> None:  # type: ignore[override]
+        n = target.shape[0]
+        strict = target == 1
+        if strict.any():
+            super().update(rewards[:n][strict], rewards[n:][strict])
+
+
+class Preference(Objective):
+    """``objective=preference``: a scalar reward ``head(fusion(encoders(x)))`` trained with the Bradley–Terry loss
+    on pair batches (:class:`mmfw.objectives.pairs.PairDataModule`: ``2N`` samples, chosen first).
+
+    Args:
+        task: the sample datamodule's task (not predicted: the reward replaces it).
+        in_dims: ``{modality: encoder out_dim}``.
+        margin: added to each pair's own margin (a pairs file's ``margin`` column, else 0) in ``σ(d - m)``.
+    """
+
+    auto_monitor = "val/pair_acc"
+
+    def __init__(self, *, task: TaskSpec, in_dims: dict[str, int], margin: float = 0.0) -> None:
+        super().__init__(task=task, in_dims=in_dims)
+        if margin < 0:
+            raise ValueError(f"objective.margin must be >= 0, got {margin}")
+        self.margin = margin
+
+    @property
+    def head_outputs(self) -> int:
+        return 1
+
+    def loss_and_outputs(
+        self, module: Any, batch: dict[str, Any], mask: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        from mmfw.objectives.pairs import PAIR_MARGIN_KEY, PAIR_TARGET_KEY
+
+        if PAIR_TARGET_KEY not in batch:
+            raise ValueError("objective=preference needs pair batches: configure objective.pairs (a pairs file or a "
+                             "rating column) so that the datamodule is wrapped into pairs")  # fmt: skip
+        rewards = module(batch, mask).squeeze(-1)  # (2N,): chosen, then rejected
+        target = batch[PAIR_TARGET_KEY]
+        n = target.shape[0]
+        margin = batch[PAIR_MARGIN_KEY] + self.margin
+        return bradley_terry_loss(rewards[:n], rewards[n:], margin=margin, target=target), rewards, target
+
+    def metrics(self, prefix: str, postfix: str | None = None) -> MetricCollection:
+        return PairMetrics(prefix=prefix, postfix=postfix)

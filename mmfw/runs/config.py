@@ -152,11 +152,14 @@ def apply_defaults(cfg: DictConfig) -> None:
 
 
 def default_monitor(cfg: DictConfig, datamodule: pl.LightningDataModule) -> None:
-    """Resolve ``monitor.metric=auto`` from the task and the training split's labels (:meth:`TaskSpec.auto_monitor`)."""
+    """Resolve ``monitor.metric=auto``: the objective's choice (``Objective.auto_monitor``: ``val/recall@1`` for
+    contrastive), else from the task and the training split's labels (:meth:`TaskSpec.auto_monitor`)."""
     if cfg.monitor.metric != "auto":
         return
     task = datamodule.task
-    metric = task.auto_monitor(lambda: datamodule.dataset("train").target)
+    objective = cfg.get("objective")
+    metric = get_object(objective._target_).auto_monitor if objective is not None else None
+    metric = metric or task.auto_monitor(lambda: datamodule.dataset("train").target)
     log.info("monitor.metric=auto: monitoring %s (%s task)", metric, task.kind)
     cfg.monitor.metric = metric
 

@@ -55,8 +55,11 @@ def job_num(offset: int, *, _root_: DictConfig) -> int:
     return int(_root_.hydra.job.num) + int(offset)
 
 
-# Words in a metric's name that mean lower is better: val/loss, val/mse, test/error_rate, val/ece, val/nll ...
-LOWER_IS_BETTER = frozenset({"loss", "mse", "mae", "rmse", "msle", "error", "err", "ece", "nll", "perplexity", "brier"})
+# Words in a metric's name that mean lower is better: val/loss, val/mse, test/error_rate, val/ece, val/nll,
+# val/median_rank_audio_to_image ...
+LOWER_IS_BETTER = frozenset(
+    {"loss", "mse", "mae", "rmse", "msle", "error", "err", "ece", "nll", "perplexity", "brier", "rank"}
+)
 
 
 def monitor_mode(metric: str) -> str:

@@ -91,20 +91,7 @@ class MultimodalModule(pl.LightningModule):
         self.encoders = nn.ModuleDict(encoders)
         in_dims = {name: int(enc.out_dim) for name, enc in encoders.items()}
         objective_ = (objective or Classify)(task=task, in_dims=in_dims)
-        num_outputs = objective_.head_outputs
-        if num_outputs is None:  # the objective uses the encoders alone (contrastive): no fusion, no head
-            self.fusion, self.head = None, None
-        else:
-            self.fusion = build_fusion(fusion, in_dims=in_dims, num_outputs=num_outputs)
-            if getattr(self.fusion, "outputs_logits", False):
-                if self.fusion.out_dim != num_outputs:
-                    raise ValueError(
-                        f"fusion outputs {self.fusion.out_dim} logits but the objective needs {num_outputs} outputs "
-                        f"(num_outputs): {type(self.fusion).__name__} must output num_outputs logits"
-                    )
-                self.head = nn.Identity()
-            else:
-                self.head = head(in_features=self.fusion.out_dim, out_features=num_outputs)
+        self.fusion, self.head = self._fusion_and_head(fusion, head, in_dims, objective_.head_outputs)
         self.objective = objective_
         self.loss_fn = loss if loss is not None else task.loss()
         self.optimizer_factory = optimizer
@@ -147,6 +134,27 @@ class MultimodalModule(pl.LightningModule):
                 f"{type(self.objective).__name__}: choose one of {monitorable} "
                 "(monitor.mode follows it: min for losses and errors)"
             )
+
+    @staticmethod
+    def _fusion_and_head(
+        fusion: Callable[..., nn.Module],
+        head: Callable[..., nn.Module],
+        in_dims: dict[str, int],
+        num_outputs: int | None,
+    ) -> tuple[nn.Module | None, nn.Module | None]:
+        """The fusion and the head that maps its output to ``num_outputs``; none for an objective that uses the
+        encoders alone (``num_outputs`` None: contrastive); no head (Identity) for a fusion that outputs logits."""
+        if num_outputs is None:
+            return None, None
+        fused = build_fusion(fusion, in_dims=in_dims, num_outputs=num_outputs)
+        if not getattr(fused, "outputs_logits", False):
+            return fused, head(in_features=fused.out_dim, out_features=num_outputs)
+        if fused.out_dim != num_outputs:
+            raise ValueError(
+                f"fusion outputs {fused.out_dim} logits but the objective needs {num_outputs} outputs "
+                f"(num_outputs): {type(fused).__name__} must output num_outputs logits"
+            )
+        return fused, nn.Identity()
 
     # ---------------------------------------------------------------- forward
     def forward(self, batch: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -83,6 +83,7 @@ def test_objective_configs_build_and_train(name, tmp_path, avdigits_raw):
     datamodule, model = build(cfg)
     trainer = pl.Trainer(
         max_steps=5,
+        log_every_n_steps=1,  # train/loss_step is logged at the log points
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

@@ -1,7 +1,7 @@
 """The two private library calls mmfw makes, where no public one exists; these tests fail when the library changes them.
 
 * ``mmfw.runs.callbacks.checkpoint_state``: Lightning's checkpoint without ``Trainer.save_checkpoint``'s barrier.
-* ``mmfw.runs.sweep.mark_trial_interrupted``: a user attribute on an Optuna trial this process did not ``ask()`` for.
+* ``mmfw.runs.study.mark_trial_interrupted``: a user attribute on an Optuna trial this process did not ``ask()`` for.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from mmfw.runs.callbacks import checkpoint_state
 from mmfw.runs.run_folder import load_checkpoint
-from mmfw.runs.sweep import mark_trial_interrupted
+from mmfw.runs.study import mark_trial_interrupted
 
 
 class Tiny(pl.LightningModule):

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf, read_write
 
 from mmfw.runs import sweep
 from mmfw.runs.run_folder import update_run_json
+from mmfw.runs.study import ResolveAutoMonitor, ResumeOptunaStudy
 from mmfw.train import CONFIG_DIR
 
 FUSIONS = sorted(p.stem for p in (Path(CONFIG_DIR) / "fusion").glob("*.yaml"))
@@ -142,7 +143,7 @@ def test_resume_optuna_study_continues_the_count(tmp_path):
             }
         }
     )
-    sweep.ResumeOptunaStudy().on_multirun_start(config)
+    ResumeOptunaStudy().on_multirun_start(config)
     assert config.hydra.sweeper.n_trials == 3  # 5 - 2 finished; the killed trial runs again
     assert config.hydra.sweeper.sampler.seed == 7 + 3
     assert config.hydra.overrides.hydra == ["hydra.sweep.subdir=${mmfw.job_num:3}"]
@@ -162,7 +163,7 @@ def test_optuna_preset_searches_every_fusion_config():
     assert {"model.optimizer.lr", "fusion.dropout", "encoder.image.out_dim"} <= set(sweeper.params)
     assert sweeper.direction == "maximize" and sweeper.max_failure_rate == 1.0
     assert sweeper.storage == f"sqlite:///{cfg.hydra.sweep.dir}/optuna.db"
-    assert any(c._target_ == "mmfw.runs.sweep.ResumeOptunaStudy" for c in cfg.hydra.callbacks.values())
+    assert any(c._target_ == "mmfw.runs.study.ResumeOptunaStudy" for c in cfg.hydra.callbacks.values())
     # The search space applies to every fusion: each has the keys the sweep sets.
     for name in FUSIONS:
         OmegaConf.select(compose_with_hydra([f"fusion={name}"]), "fusion.dropout", throw_on_missing=True)
@@ -311,7 +312,7 @@ def test_optuna_direction_follows_the_metric_auto_resolves_to(tmp_path):
     for target, metric, direction in (("y", "val/mse", "minimize"), ("label", "val/acc", "maximize")):
         cfg = compose_with_hydra([*common, f"datamodule.target={target}"])
         assert cfg.monitor.metric == "auto"
-        (callback,) = [c for c in cfg.hydra.callbacks.values() if c._target_ == "mmfw.runs.sweep.ResolveAutoMonitor"]
-        sweep.ResolveAutoMonitor().on_multirun_start(cfg)
+        (callback,) = [c for c in cfg.hydra.callbacks.values() if c._target_ == "mmfw.runs.study.ResolveAutoMonitor"]
+        ResolveAutoMonitor().on_multirun_start(cfg)
         assert cfg.monitor.metric == metric and cfg.monitor.mode == direction[:3]
         assert cfg.hydra.sweeper.direction == direction, target

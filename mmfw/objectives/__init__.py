@@ -30,7 +30,7 @@ How they plug into training (:mod:`mmfw.objectives.base`):
   is ``head(fusion(encoders(x)))`` with one output, so missing modalities and the ablation work as for classification.
 """
 
-from mmfw.objectives.contrastive import ContrastiveLoss, ProjectionHeads, RetrievalMetrics, gather_with_grad
+from mmfw.objectives.contrastive import ContrastiveLoss, ProjectionHeads, gather_with_grad
 from mmfw.objectives.preference import (
     PairsError,
     PreferenceMetrics,
@@ -38,6 +38,7 @@ from mmfw.objectives.preference import (
     pairs_from_ratings,
     read_pairs,
 )
+from mmfw.objectives.retrieval import RetrievalMetrics
 
 __all__ = [
     "ContrastiveLoss",

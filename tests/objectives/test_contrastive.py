@@ -13,7 +13,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from mmfw.objectives.contrastive import ContrastiveLoss, ProjectionHeads, RetrievalMetrics, gather_with_grad
+from mmfw.objectives.contrastive import ContrastiveLoss, ProjectionHeads, gather_with_grad
+from mmfw.objectives.retrieval import RetrievalMetrics
 
 
 def unit(*shape: int, seed: int) -> torch.Tensor:

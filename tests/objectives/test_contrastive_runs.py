@@ -19,7 +19,7 @@ from mmfw.train import build
 def fit(cfg, datamodule, model, tmp_path, steps: int = 5) -> pl.Trainer:
     trainer = pl.Trainer(
         max_steps=steps, limit_val_batches=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path,
+        enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path, log_every_n_steps=1,
     )  # fmt: skip
     trainer.fit(model, datamodule=datamodule)
     return trainer

@@ -28,6 +28,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -256,7 +257,13 @@ def reduced(words: list[str], scratch: dict[str, Path]) -> tuple[list[str], dict
         env = {"DATASETS": "drug_reviews", "SEEDS": "0", "EXTRA": "trainer.max_epochs=1"}
     if out[0] != "mmfw-train":
         return out, env
-    if any(w.startswith("resume=") for w in out):  # the run's own (tiny) config; one more epoch at most
+    if any(w.startswith("resume=") for w in out):
+        # Its own tiny 1-epoch run (resuming the shared one would make these tests depend on their order), resumed
+        # with the run's own config and at most one more epoch.
+        own = Path(tempfile.mkdtemp(prefix="resume-", dir=scratch["root"])) / "run"
+        first = shell(scratch["root"], ["mmfw-train", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={own}"])
+        assert first.returncode == 0, output(first)
+        out = [f"resume={own}" if w.startswith("resume=") else w for w in out]
         return [w if not w.startswith("trainer.max_epochs=") else "trainer.max_epochs=2" for w in out], env
     if "-m" in out:
         lists = [i for i, w in enumerate(out) if "=" in w and len(split_top(w.split("=", 1)[1])) > 1]

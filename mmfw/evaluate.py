@@ -23,6 +23,7 @@ from rich.table import Table
 from mmfw.robustness import RobustnessConfigError, evaluate_robustness, plan_corruptions, print_report, save_report
 from mmfw.robustness.sweep import modality_kinds
 from mmfw.runs import run_folder
+from mmfw.runs.loggers import log_eval_to_wandb
 from mmfw.threads import apply_thread_policy
 from mmfw.train import CONFIG_DIR, build
 
@@ -84,6 +85,7 @@ def evaluate(
     metrics = {k: float(v) for k, v in sorted(results.items())}
     record = {"run": str(run_dir), "checkpoint": str(checkpoint), **({"checkpoint_note": note} if note else {})}
     record["metrics"] = metrics
+    record["wandb_run_id"] = log_eval_to_wandb(run_dir, metrics, checkpoint=checkpoint)
     (run_dir / "eval_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     print_metrics(metrics, title=f"{run_dir} ({checkpoint.name})")
     if robustness is not None:

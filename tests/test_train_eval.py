@@ -60,6 +60,23 @@ def test_eval_reproduces_training_test_metrics(trained_run, tmp_path):
     assert saved["metrics"] == metrics
 
 
+def test_eval_logs_a_wandb_run_of_job_type_eval_beside_the_training_run(trained_run):
+    """The run trained with the default loggers (W&B offline): mmfw-eval adds a W&B run of job type ``eval`` in the
+    training run's group and with its name, the evaluated metrics as its summary."""
+    from test_dashboards import wandb_offline_run
+
+    run_dir, _ = trained_run
+    metrics = evaluate(str(run_dir))
+    saved = json.loads((run_dir / "eval_metrics.json").read_text())
+    (train_id,) = run_folder.read_run_json(run_dir)["wandb_run_ids"]
+    trained, evaluated = wandb_offline_run(run_dir, train_id), wandb_offline_run(run_dir, saved["wandb_run_id"])
+    assert (trained["job_type"], evaluated["job_type"]) == ("train", "eval")
+    assert (evaluated["group"], evaluated["name"]) == (trained["group"], trained["name"])
+    assert evaluated["config"]["evaluated_run"] == str(run_dir)
+    for name, value in metrics.items():
+        assert evaluated["summary"][name] == pytest.approx(value), name
+
+
 def test_checkpoints_load_as_weights_only(trained_run):
     """Everything mmfw and Lightning put into a checkpoint loads without unpickling arbitrary classes."""
     run_dir, _ = trained_run

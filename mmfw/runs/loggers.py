@@ -89,6 +89,25 @@ def wandb_logger(
     )
 
 
+def log_eval_to_wandb(run_dir: Path, metrics: Mapping[str, float], *, checkpoint: Path) -> str | None:
+    """``mmfw-eval`` of a run that logged to W&B: one W&B run of job type ``eval`` with the training run's project,
+    group, name and tags (so the dashboard shows it beside the run it evaluated), the run's resolved config plus
+    ``evaluated_run``/``checkpoint``, and the metrics as its summary. Written into the run folder, offline when
+    training was (no API key, ``WANDB_MODE=offline``). Returns the W&B run id, or None for a run without W&B."""
+    resolved = OmegaConf.load(run_dir / "resolved_config.yaml")
+    node = OmegaConf.select(resolved, "logger.wandb")
+    if node is None:
+        return None
+    settings = {k: node.get(k) for k in ("project", "entity", "group", "name", "tags", "offline")}
+    logger = wandb_logger(**settings, save_dir=str(run_dir), job_type="eval")
+    config = OmegaConf.to_container(resolved, resolve=True)
+    logger.log_hyperparams({**config, "evaluated_run": str(run_dir), "checkpoint": str(checkpoint)})
+    logger.experiment.summary.update(dict(metrics))
+    run_id = logger.experiment.id
+    finish_wandb([logger], failed=False)
+    return run_id
+
+
 @rank_zero_only
 def finish_wandb(loggers: list, *, failed: bool) -> None:
     """End this process's W&B run (marked failed or finished).

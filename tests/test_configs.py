@@ -55,8 +55,17 @@ def test_model_configs_build_and_train(group, name, tmp_path, avdigits_raw):
     overrides = [f"{group}={name}", *NEEDS.get(f"{group}/{name}", []), *TINY_AVDIGITS]
     cfg = compose_train(overrides, tmp_path)
     datamodule, model = build(cfg)
+    fit_a_few_steps(datamodule, model, tmp_path, steps=3)
+    no_grad = [name for name, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, f"parameters the loss never reaches: {no_grad}"
+    logits = forward_one_batch(datamodule, model)
+    assert logits.shape == (8, 10) and torch.isfinite(logits).all()
+
+
+def fit_a_few_steps(datamodule, model, tmp_path, *, steps: int) -> pl.Trainer:
+    """``steps`` optimiser steps and one validation batch; the step loss must be finite."""
     trainer = pl.Trainer(
-        max_steps=3,
+        max_steps=steps,
         log_every_n_steps=1,  # train/loss_step is logged at the log points
         limit_val_batches=1,
         logger=False,
@@ -68,31 +77,16 @@ def test_model_configs_build_and_train(group, name, tmp_path, avdigits_raw):
     )
     trainer.fit(model, datamodule=datamodule)
     assert torch.isfinite(trainer.callback_metrics["train/loss_step"])
-    no_grad = [name for name, p in model.named_parameters() if p.grad is None]
-    assert not no_grad, f"parameters the loss never reaches: {no_grad}"
-    logits = forward_one_batch(datamodule, model)
-    assert logits.shape == (8, 10) and torch.isfinite(logits).all()
+    return trainer
 
 
-@pytest.mark.parametrize("name", options("objective"))
+# objective=preference trains on pairs of a manifest's rows: tests/objectives/test_preference_runs.py builds it.
+@pytest.mark.parametrize("name", [n for n in options("objective") if n != "preference"])
 def test_objective_configs_build_and_train(name, tmp_path, avdigits_raw):
     """Each objective builds on tiny AV-digits and takes a few optimiser steps; its monitor is one it logs."""
-    if name == "preference":
-        pytest.skip("pairs of a manifest's rows: trained in tests/objectives/test_preference_runs.py")
     cfg = compose_train([f"objective={name}", *TINY_AVDIGITS], tmp_path)
     datamodule, model = build(cfg)
-    trainer = pl.Trainer(
-        max_steps=5,
-        log_every_n_steps=1,  # train/loss_step is logged at the log points
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(model, datamodule=datamodule)
-    assert torch.isfinite(trainer.callback_metrics["train/loss_step"])
+    trainer = fit_a_few_steps(datamodule, model, tmp_path, steps=5)
     assert torch.isfinite(trainer.callback_metrics[cfg.monitor.metric])
 
 

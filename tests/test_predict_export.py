@@ -175,3 +175,39 @@ def test_cli_predict_and_export(digits, tmp_path):
     assert (run_dir / "export" / "model.pt").is_file() and (run_dir / "export" / "export.json").is_file()
     bad = run("mmfw.predict", f"run={run_dir}", f"data={data / 'nope.csv'}")
     assert bad.returncode != 0 and "nope.csv" in bad.stderr and "manifest file not found" in bad.stderr
+
+
+def test_text_and_tabular_runs_predict_with_their_training_statistics_and_export(tmp_path):
+    """A text (n-gram tokenizer, document frequencies) + tabular (standardised numbers, categories) run: new rows are
+    decoded with the training split's statistics, so predicting the run's own test rows gives what the model gives
+    its test split; an unseen category and a missing text still predict; both exports match PyTorch."""
+    from test_least_config import COLUMNS, write_reviews
+
+    manifest = write_reviews(tmp_path)
+    run_dir = tmp_path / "run"
+    overrides = ["datamodule=manifest", f"datamodule.manifest={manifest}", "datamodule.target=label", COLUMNS,
+                 "trainer.max_epochs=2", "logger=csv", "callbacks.rich_progress_bar=null"]  # fmt: skip
+    cfg = compose_train(overrides, run_dir)
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    train(cfg)
+    run = mmfw.load_run(run_dir)
+    splits = pd.read_csv(run_dir / "splits.csv")
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    test_rows = frame.iloc[splits[splits.split == "test"].row.to_numpy() - 1].reset_index(drop=True)
+    test_rows.to_csv(tmp_path / "test_rows.csv", index=False)
+    table = run.predict(tmp_path / "test_rows.csv").table
+    logits = run.logits(run.datamodule.dataset("test"))
+    expected = torch.sigmoid(logits.reshape(-1)).numpy()
+    probability = table[[c for c in table.columns if c.startswith("p_")]].to_numpy(float)
+    assert np.allclose(probability.max(1), np.maximum(expected, 1 - expected), atol=1e-6)
+    odd = test_rows.head(2).copy()
+    odd.loc[0, "dept"] = "never seen"  # a category the training split did not have
+    odd.loc[1, "review"] = ""  # a missing text: masked
+    odd.to_csv(tmp_path / "odd_rows.csv", index=False)
+    odd_table = run.predict(tmp_path / "odd_rows.csv").table
+    assert list(odd_table["masked"]) == ["", "a"] and np.isfinite(odd_table.filter(like="p_").to_numpy(float)).all()
+    for fmt in ("onnx", "torchscript"):
+        export_run(run_dir, format=fmt, out=tmp_path / fmt)
+        record = json.loads((tmp_path / fmt / "export.json").read_text())
+        assert record["check"]["max_abs_difference"] <= 1e-4, fmt

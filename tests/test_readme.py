@@ -6,7 +6,8 @@ test), which says how it is checked:
 
 - ``run``: run as written from a scratch folder (``MMFW_ROOT``), with reduced sizes appended (tiny data, one or two
   epochs, two values of a sweep's first list and one of the others, two Optuna trials) and the placeholders
-  (``<run folder>``, ``<sweep>``, ...) replaced by a tiny run and sweep made first. Slow: one process each.
+  (``<run folder>``, ``<sweep>``, ...) replaced by a tiny run and sweep made first. Slow: one process each; a
+  block's commands run in order in one test (a later command reads what an earlier one wrote).
 - ``hardware``: needs GPUs, several nodes or SLURM, which this suite does not have: its ``mmfw-train`` arguments are
   composed with Hydra (what the README can get wrong); on a machine with a GPU the single-GPU ones run.
 - ``make``: ``make -n <target>`` (the targets create a virtual environment and install; the dry run checks that
@@ -276,18 +277,35 @@ def reduced(words: list[str], scratch: dict[str, Path]) -> tuple[list[str], dict
     return [*out, *(TINY_MANIFEST if manifest else TINY), f"trainer.max_epochs={epochs}"], env
 
 
+def runnable_blocks() -> list[tuple[int, list[tuple[int, dict[str, str], str]]]]:
+    """The bash blocks with a ``run`` or ``hardware`` command, each with those commands in README order: a block's
+    later commands read what its earlier ones wrote (``mmfw-compare`` of the sweeps above it), so a block is run as
+    one test, whichever worker gets it."""
+    blocks: dict[int, list[tuple[int, dict[str, str], str]]] = {}
+    for line, language, text in readme_blocks():
+        if language == "bash":
+            for variables, command in block_commands(text):
+                if rule_for(command) in ("run", "hardware"):
+                    blocks.setdefault(line, []).append((line, variables, command))
+    return list(blocks.items())
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("item", [c for c in COMMANDS if rule_for(c[2]) in ("run", "hardware")], ids=command_id)
-def test_readme_command_runs(item, scratch):
-    line, variables, command = item
-    words = expand(command, variables)
-    if rule_for(command) == "hardware":
+@pytest.mark.parametrize("block", runnable_blocks(), ids=lambda b: command_id(b[1][0]))
+def test_readme_block_runs(block, scratch):
+    line, commands = block
+    ran = 0
+    for _, variables, command in commands:
+        words = expand(command, variables)
         gpu_only = words[0] == "mmfw-train" and "trainer=gpu" in words
-        if not (gpu_only and torch.cuda.is_available()):
-            pytest.skip("needs GPUs, several nodes or SLURM: composed in test_readme_command_composes")
-    words, env = reduced(words, scratch)
-    result = shell(scratch["root"], words, env)
-    assert result.returncode == 0, f"README.md:{line}: {shlex.join(words)}\n{output(result)}"
+        if rule_for(command) == "hardware" and not (gpu_only and torch.cuda.is_available()):
+            continue  # needs GPUs, several nodes or SLURM: composed in test_readme_command_composes
+        words, env = reduced(words, scratch)
+        result = shell(scratch["root"], words, env)
+        assert result.returncode == 0, f"README.md:{line}: {shlex.join(words)}\n{output(result)}"
+        ran += 1
+    if not ran:
+        pytest.skip("needs GPUs, several nodes or SLURM: composed in test_readme_command_composes")
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ with the model; the classifier's head stays the module's (``head.*`` in checkpoi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -29,10 +30,12 @@ class Objective(nn.Module):
     Class attributes:
         auto_monitor: what ``monitor.metric=auto`` monitors (None: the task decides, :meth:`TaskSpec.auto_monitor`).
         ablation: whether ``model.modality_ablation`` applies (test metrics with each modality masked out).
+        output_name: what the model's forward outputs, the name of an exported model's output (``mmfw-export``).
     """
 
     auto_monitor: ClassVar[str | None] = None
     ablation: ClassVar[bool] = True
+    output_name: ClassVar[str] = "logits"
 
     def __init__(self, *, task: TaskSpec, in_dims: dict[str, int]) -> None:
         super().__init__()
@@ -59,6 +62,13 @@ class Objective(nn.Module):
     def metric_names(self, prefix: str) -> list[str]:
         """The names :meth:`metrics` logs for ``prefix`` (what ``monitor.metric`` may name)."""
         return list(self.metrics(prefix).keys())
+
+    def prediction_columns(
+        self, outputs: torch.Tensor, *, target_names: Sequence[str], label_delimiter: str = "|"
+    ) -> dict[str, list[Any]]:
+        """The forward's outputs ``(N, head_outputs)`` on single samples as columns of a predictions table
+        (``mmfw-predict``): the task's (:meth:`TaskSpec.prediction_columns`: class and probabilities, or the value)."""
+        return self.task.prediction_columns(outputs, target_names=target_names, label_delimiter=label_delimiter)
 
     def on_test_epoch_start(self, module: MultimodalModule) -> None:
         """Called before the test batches (the contrastive objective computes its class prototypes here)."""

@@ -209,6 +209,7 @@ class Preference(Objective):
     """
 
     auto_monitor = "val/pair_acc"
+    output_name = "reward"
 
     def __init__(self, *, task: TaskSpec, in_dims: dict[str, int], margin: float = 0.0) -> None:
         super().__init__(task=task, in_dims=in_dims)
@@ -236,3 +237,8 @@ class Preference(Objective):
 
     def metrics(self, prefix: str, postfix: str | None = None) -> MetricCollection:
         return PairMetrics(prefix=prefix, postfix=postfix)
+
+    def prediction_columns(self, outputs: Tensor, **_: Any) -> dict[str, list[Any]]:
+        """``reward`` per sample (``mmfw-predict``): comparable across samples, ``σ(r_a - r_b)`` is the model's
+        probability that ``a`` is preferred to ``b``; the sample task's classes are not predicted."""
+        return {"reward": outputs[:, 0].float().tolist()}

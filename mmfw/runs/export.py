@@ -3,7 +3,8 @@
 Inputs, in order: one tensor per modality (a tabular modality gives three: ``<m>.numeric``, ``<m>.numeric_missing``,
 ``<m>.categorical``), batch first, as the run's preprocessing makes them (``mmfw.load_run(run).decode(file)``), then
 ``mask`` — bool ``(B, M)``, column ``j`` False where modality ``j`` is missing (its tensor is then ignored; zeros by
-convention). Output: ``logits`` ``(B, num_outputs)``. ``export.json`` next to the file lists the inputs' names, shapes
+convention). Output: ``logits`` ``(B, num_outputs)`` (a reward model, ``objective=preference``: ``reward`` ``(B, 1)``,
+one score per sample). ``export.json`` next to the file lists the inputs' names, shapes
 and dtypes, the task and its class names, and how far the exported model's outputs were from PyTorch's on real samples
 of the run's test split, one of them with a modality missing (the export fails beyond ``tolerance``).
 """
@@ -46,6 +47,7 @@ class FusedModel(nn.Module):
         super().__init__()
         self.encoders, self.fusion, self.head = model.encoders, model.fusion, model.head
         self.layout = list(layout)
+        self.output_name = model.objective.output_name  # logits; reward for a reward model
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         inputs: dict[str, Any] = {}
@@ -142,7 +144,8 @@ def export_run(run: str | Path, *, format: str, out: str | Path | None = None, s
         "run": str(loaded.run_dir), "checkpoint": str(loaded.checkpoint), "format": format, "file": path.name,
         "inputs": [{"name": name, "dtype": str(t.dtype).removeprefix("torch."), "shape": ["batch", *t.shape[1:]]}
                    for name, t in zip(fused.input_names, inputs, strict=True)],
-        "output": {"name": "logits", "shape": ["batch", int(expected.shape[1])]},
+        "output": {"name": fused.output_name, "shape": ["batch", int(expected.shape[1])]},
+        "objective": type(model.objective).__name__,
         "modalities": loaded.modalities,
         "task": {"kind": loaded.task.kind, "num_outputs": loaded.task.num_outputs,
                  "class_names": loaded.task.class_names},
@@ -172,7 +175,7 @@ def export_onnx(fused: FusedModel, inputs: tuple[torch.Tensor, ...], path: Path)
     shapes = {"tensors": tuple({0: batch} for _ in inputs)}
     try:
         torch.onnx.export(fused, inputs, str(path), dynamo=True, verbose=False, input_names=fused.input_names,
-                          output_names=["logits"], dynamic_shapes=shapes, external_data=False)  # fmt: skip
+                          output_names=[fused.output_name], dynamic_shapes=shapes, external_data=False)  # fmt: skip
     except Exception as err:
         raise ExportError(f"ONNX export failed: {err}") from err
 

@@ -44,8 +44,9 @@ class Predictions:
     """A prediction per decoded row (``table``) and the rows that could not be read (``skipped``).
 
     ``table`` columns: ``row`` (1-based data row of ``file``, the header not counted), the id column if asked for,
-    ``masked`` (the modalities missing in that row, ``|``-joined), then :meth:`TaskSpec.prediction_columns`:
-    ``prediction`` and ``p_<class>`` per class, or the regression value(s).
+    ``masked`` (the modalities missing in that row, ``|``-joined), then the objective's
+    :meth:`~mmfw.objectives.base.Objective.prediction_columns`: ``prediction`` and ``p_<class>`` per class, or the
+    regression value(s) (:meth:`TaskSpec.prediction_columns`); ``reward`` for a reward model (``objective=preference``).
     """
 
     file: Path
@@ -130,7 +131,7 @@ class LoadedRun:
         target = self.config.datamodule.get("target")
         names = [target] if isinstance(target, str) else list(target or [])
         label_delimiter = str(self.config.datamodule.get("label_delimiter", "|"))
-        table |= self.task.prediction_columns(logits, target_names=names, label_delimiter=label_delimiter)
+        table |= self.model.objective.prediction_columns(logits, target_names=names, label_delimiter=label_delimiter)
         return Predictions(rows.file, pd.DataFrame(table), rows.skipped)
 
 
@@ -149,6 +150,8 @@ def load_run(path: str | Path, *, ckpt: str | Path = "best") -> LoadedRun:
     state = run_folder.load_checkpoint(checkpoint)  # before any data is built: a refused file fails fast
     with open_dict(cfg):
         cfg.feature_cache = False  # the model runs its frozen encoders itself: new rows have no cached features
+        if cfg.get("objective") is not None and cfg.objective.get("pairs") is not None:
+            cfg.objective.pairs = None  # a reward model scores single samples: the sample datamodule, not its pairs
     datamodule, model = build(cfg, stage="test")
     model.load_state_dict(state["state_dict"])
     model.eval()

@@ -91,3 +91,10 @@ def test_hydra_help_stays_hydras(monkeypatch, capsys, tmp_path):
     assert exit.value.code in (0, None)
     out = capsys.readouterr().out
     assert "== Flags ==" in out and "hydra/launcher:" in out and "joblib" in out
+
+
+def test_help_with_another_config_is_left_to_hydra():
+    assert usage.wants_help(["fusion=late", "-h"]) and usage.wants_help(["--help"])
+    assert not usage.wants_help(["--hydra-help"])
+    assert not usage.wants_help(["--help", "--config-dir", "/elsewhere"])
+    assert not usage.wants_help(["--help", "--config-name=other"])

@@ -18,9 +18,15 @@ HELP_FLAGS = ("--help", "-h")
 HYDRA_GROUP = "hydra"
 
 
+CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+"""Hydra flags that choose another primary config or add a config folder: their help is left to Hydra."""
+
+
 def wants_help(argv: list[str]) -> bool:
-    """``--help`` / ``-h`` anywhere on the command line, as Hydra reads it (``--hydra-help`` stays Hydra's)."""
-    return any(arg in HELP_FLAGS for arg in argv)
+    """``--help`` / ``-h`` anywhere on the command line, as Hydra reads it (``--hydra-help`` stays Hydra's), unless
+    the config is not conf/train.yaml alone (``--config-name``, ``--config-dir``, ...)."""
+    flags = {arg.split("=")[0] for arg in argv}
+    return bool(flags & set(HELP_FLAGS)) and not flags & set(CONFIG_FLAGS)
 
 
 def config_groups(config_dir: Path) -> dict[str, list[str]]:

@@ -19,7 +19,9 @@ interleaved arm, e.g. the code before a change, in the same run:
 from __future__ import annotations
 
 import argparse
+import atexit
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -104,6 +106,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     use_clock(args.clock)
     root = Path(tempfile.mkdtemp(prefix="mmfw-bench-step-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # its run folders (~20 MB a run)
     rows = []
     for batch_size in args.batch_sizes:
         overrides = [
@@ -136,7 +139,7 @@ def main() -> None:
         for name in arms:
             if name != "plain":
                 rows.append((batch_size, name, steps, plain_min, plain_med, *summary(timed[name])))
-    print(f"\nruns in {root}; {args.train_size} train / {args.val_size} val pairs, {args.repeats} interleaved repeats")
+    print(f"\n{args.train_size} train / {args.val_size} val pairs, {args.repeats} interleaved repeats")
     print(
         f"of {args.epochs - 1} measured epochs each; {args.clock} ms per training step (epoch incl. validation / steps)"
     )

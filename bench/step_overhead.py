@@ -9,13 +9,19 @@ An epoch's time is its training batches plus its validation pass (for mmfw: Ligh
 end); the first epoch of each run is left out (warm-up). Printed per batch size: ms per training step of each,
 min and median over all measured epochs, and the ratio mmfw / plain (1.00 = no overhead). ``--clock cpu`` (default)
 times this process's CPU time, steadier than wall time when other jobs share the cores (with threads=1 and data
-loaded in-process it is the work done).
+loaded in-process it is the work done). ``--variant NAME OVERRIDE...`` adds mmfw with those overrides as one more
+interleaved arm, e.g. the code before a change, in the same run:
+
+    python bench/step_overhead.py --variant lightning-bar \
+        callbacks.rich_progress_bar._target_=pytorch_lightning.callbacks.RichProgressBar
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -87,11 +93,20 @@ def main() -> None:
         default="cpu",
         help="cpu: this process's CPU time (steadier on shared cores)",
     )
-    parser.add_argument("overrides", nargs="*", help="extra config overrides for both, e.g. fusion=late")
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="NAME OVERRIDE",
+        help="one more mmfw arm: its name, then its extra overrides (repeatable)",
+    )
+    parser.add_argument("overrides", nargs="*", help="extra config overrides for all, e.g. fusion=late")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     use_clock(args.clock)
     root = Path(tempfile.mkdtemp(prefix="mmfw-bench-step-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # its run folders (~20 MB a run)
     rows = []
     for batch_size in args.batch_sizes:
         overrides = [
@@ -106,25 +121,36 @@ def main() -> None:
             *args.overrides,
         ]
         steps = math.ceil(args.train_size / batch_size)
-        timed = {"mmfw": [], "plain": []}
+        arms = {"mmfw": overrides, "plain": overrides} | {
+            f"mmfw [{name}]": [*overrides, *extra] for name, *extra in args.variant
+        }
+        timed = {name: [] for name in arms}
         for repeat in range(args.repeats):
-            order = ["mmfw", "plain"] if repeat % 2 == 0 else ["plain", "mmfw"]
+            order = list(arms)
+            order = order[repeat % len(order) :] + order[: repeat % len(order)]  # each arm first in turn
             for name in order:
-                epochs = mmfw_epochs(overrides, root) if name == "mmfw" else plain_epochs(overrides, root, args.epochs)
+                if name == "plain":
+                    epochs = plain_epochs(arms[name], root, args.epochs)
+                else:
+                    epochs = mmfw_epochs(arms[name], root)
                 timed[name] += [1000 * t / steps for t in epochs[1:]]
                 print(f"batch {batch_size} repeat {repeat} {name}: ms/step {[round(t, 2) for t in timed[name][-2:]]}")
-        (mmfw_min, mmfw_med), (plain_min, plain_med) = summary(timed["mmfw"]), summary(timed["plain"])
-        rows.append((batch_size, steps, plain_min, plain_med, mmfw_min, mmfw_med))
-    print(f"\nruns in {root}; {args.train_size} train / {args.val_size} val pairs, {args.repeats} interleaved repeats")
+        plain_min, plain_med = summary(timed["plain"])
+        for name in arms:
+            if name != "plain":
+                rows.append((batch_size, name, steps, plain_min, plain_med, *summary(timed[name])))
+    print(f"\n{args.train_size} train / {args.val_size} val pairs, {args.repeats} interleaved repeats")
     print(
         f"of {args.epochs - 1} measured epochs each; {args.clock} ms per training step (epoch incl. validation / steps)"
     )
-    print("| batch | steps/epoch | plain min | plain median | mmfw min | mmfw median | ratio (min) | ratio (median) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for batch_size, steps, plain_min, plain_med, mmfw_min, mmfw_med in rows:
+    print(
+        "| batch | arm | steps/epoch | plain min | plain median | arm min | arm median | ratio (min) | ratio (median) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for batch_size, name, steps, plain_min, plain_med, arm_min, arm_med in rows:
         print(
-            f"| {batch_size} | {steps} | {plain_min:.2f} | {plain_med:.2f} | {mmfw_min:.2f} | {mmfw_med:.2f} "
-            f"| {mmfw_min / plain_min:.3f} | {mmfw_med / plain_med:.3f} |"
+            f"| {batch_size} | {name} | {steps} | {plain_min:.2f} | {plain_med:.2f} | {arm_min:.2f} | {arm_med:.2f} "
+            f"| {arm_min / plain_min:.3f} | {arm_med / plain_med:.3f} |"
         )
 
 

@@ -11,13 +11,14 @@ This module is imported before Hydra reads the command line: it imports nothing 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mmfw.runs import job, resolvers, sweep
+from mmfw.runs import job, resolvers, sweep, usage
 from mmfw.runs.config import CONFIG_DIR, apply_defaults, check_modalities, default_monitor
 
 if TYPE_CHECKING:
@@ -92,8 +93,17 @@ def train(cfg: DictConfig) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> float | None:
     return sweep.run_job(train, cfg)
+
+
+def main() -> float | None:
+    """The ``mmfw-train`` console script: ``--help`` is answered from conf/ before Hydra composes anything
+    (:mod:`mmfw.runs.usage`, ~4x faster than Hydra's); everything else, ``--hydra-help`` included, goes to Hydra."""
+    if usage.wants_help(sys.argv[1:]):
+        print(usage.help_text(Path(CONFIG_DIR), "train", command="mmfw-train"))
+        return None
+    return run()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import RichProgressBar as LightningRichProgressBar
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import CombinedLoader
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -81,6 +83,39 @@ class EpochSeed(pl.Callback):
             sampler = getattr(loader, "sampler", None)
             if isinstance(sampler, torch.utils.data.RandomSampler):
                 sampler.generator = torch.Generator().manual_seed(seed)
+
+
+class RichProgressBar(LightningRichProgressBar):
+    """Lightning's rich progress bar, moved and given new metric values at its refresh rate, not after every batch.
+
+    Lightning's bar (2.6) reads ``get_metrics`` (the logged progress-bar values, each turned into a float: a
+    host-device sync on a GPU) and updates the rich task after every training batch, although the display is redrawn
+    only ``refresh_rate`` times a second: ~2-3 ms a step on a CPU, 10-20 % of a batch-8 step of the default model
+    (bench/step_overhead.py). Here a training batch updates the bar only when ``1 / refresh_rate`` seconds have passed
+    since the last update, and always on the epoch's last batch; the epoch's end sets the final count and metrics as
+    Lightning's does. Validation and test bars are Lightning's (no metrics are read per batch there).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._next_update = 0.0
+        self._train_batches_done = 0
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._train_batches_done = batch_idx + 1
+        if self.is_enabled and self.train_progress_bar_id is not None:
+            now = time.monotonic()
+            if now < self._next_update and self._train_batches_done < self.total_train_batches:
+                return
+            self._next_update = now + 1 / self.refresh_rate
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.progress is not None and self.train_progress_bar_id is not None:
+            self.progress.update(self.train_progress_bar_id, completed=self._train_batches_done)
+        super().on_train_epoch_end(trainer, pl_module)  # the epoch's last metrics, redrawn
 
 
 class CheckpointOnInterrupt(pl.Callback):

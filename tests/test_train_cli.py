@@ -76,6 +76,15 @@ def test_an_added_key_that_nothing_reads_is_an_error(override, message, tmp_path
         check_added_keys(cfg, [override])
 
 
+def test_a_key_added_under_a_node_set_to_null_is_an_error_naming_the_null(tmp_path):
+    overrides = ["+callbacks.rich_progress_bar.console_kwargs.force_terminal=true", "callbacks.rich_progress_bar=null"]
+    cfg = compose_train(overrides, tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"adds `callbacks\.rich_progress_bar\.console_kwargs.*`callbacks\.rich_progress_bar` is null"
+    ):
+        check_added_keys(cfg, overrides)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -97,11 +97,14 @@ def check_added_keys(cfg: DictConfig, overrides: list[str]) -> None:
                 without_forced = _compose([o.input_line for o in parsed if not o.is_force_add()])
             if OmegaConf.select(without_forced, key, default=_ABSENT) is not _ABSENT:
                 continue
-        # The added part starts at the first node that holds nothing but the added path: suggest a near name there.
-        first = next(i for i in range(len(parts)) if i == len(parts) - 1 or len(nodes[i]) == 1)
-        parent = cfg if first == 0 else nodes[first - 1]
-        near = difflib.get_close_matches(parts[first], [k for k in parent if k != parts[first]], n=1)
-        hint = f"did you mean `{'.'.join([*parts[:first], near[0]])}`?" if near else "check the spelling."
+        null = next((i for i, node in enumerate(nodes[:-1]) if node is None), None)
+        if null is not None:  # another override set a node above the key to null: nothing builds or reads it
+            hint = f"`{'.'.join(parts[: null + 1])}` is null, so nothing reads keys under it."
+        else:  # the added part starts at the first node that holds nothing but the added path: suggest a near name
+            first = next(i for i in range(len(parts)) if i == len(parts) - 1 or len(nodes[i]) == 1)
+            parent = cfg if first == 0 else nodes[first - 1]
+            near = difflib.get_close_matches(parts[first], [k for k in parent if k != parts[first]], n=1)
+            hint = f"did you mean `{'.'.join([*parts[:first], near[0]])}`?" if near else "check the spelling."
         raise ConfigError(
             f"`{override.input_line}` adds `{key}`, which nothing reads (it would be silently ignored): {hint} "
             "Add keys with `+` only inside a node with `_target_` (they are constructor arguments) or use them "

@@ -59,8 +59,10 @@ class NgramTokenizer:
     """Hashed n-grams of a lowercased text: word 1-2-grams (words are ``\\w+`` runs), then character 2-5-grams of
     each whitespace-separated word padded with a space on both sides (scikit-learn's ``char_wb``), in text order.
 
-    ``id = crc32(kind + ngram) mod buckets + 1`` (``kind`` is ``w`` or ``c``, so a word and a character n-gram
-    that are the same string differ); 0 pads. CRC-32 is fixed, unlike Python's salted ``hash``, so ids are the
+    Word n-grams take the ids ``1..word_buckets`` and character n-grams the rest (``word_buckets = buckets // 2``):
+    ``id = crc32(ngram) mod word_buckets + 1`` for a word n-gram, ``word_buckets + 1 + crc32(ngram) mod (buckets -
+    word_buckets)`` for a character one, so an encoder can tell the two apart (and pool each on its own, like the
+    baseline's two TF-IDF blocks); 0 pads. CRC-32 is fixed, unlike Python's salted ``hash``, so ids are the
     same in every process and on every machine. Collisions share an embedding row: with ``2^18`` buckets a corpus
     of 10^5 distinct n-grams puts about 17% of them in a shared row, which costs little (Joulin et al. 2017).
 
@@ -72,16 +74,20 @@ class NgramTokenizer:
 
     PAD = 0
     pad_id = PAD
+    VERSION = 2  # bump when the text -> ids mapping changes (keys the datamodule's cache)
     WORD_NGRAMS = (1, 2)
     CHAR_NGRAMS = (2, 5)
     pads_to_longest = True  # the ids are a bag: a split needs no more columns than its longest text
 
     def __init__(self, *, buckets: int = 2**18, unique: bool = True) -> None:
-        if buckets < 1:
-            raise ValueError(f"datamodule.ngram_buckets must be positive, got {buckets}")
+        if buckets < 2:
+            raise ValueError(f"datamodule.ngram_buckets must be at least 2 (word and character n-grams), got {buckets}")
         self.buckets, self.unique = int(buckets), bool(unique)
+        self.word_buckets = self.buckets // 2
         self.vocab_size = self.buckets + 1
-        self.fingerprint = f"ngrams-v1-{self.buckets}-{self.WORD_NGRAMS}-{self.CHAR_NGRAMS}-unique{self.unique}"
+        self.fingerprint = (
+            f"ngrams-v{self.VERSION}-{self.buckets}-{self.WORD_NGRAMS}-{self.CHAR_NGRAMS}-unique{self.unique}"
+        )
 
     def ngrams(self, text: str) -> list[str]:
         """The n-grams of ``text`` as strings (``w`` + word n-gram, ``c`` + character n-gram), in text order."""
@@ -105,7 +111,13 @@ class NgramTokenizer:
         are read: each word character starts at least one character n-gram, so they hold ``max_len`` ids unless
         the text is mostly whitespace."""
         piece = text[:max_len]
-        ids = [zlib.crc32(g.encode("utf-8")) % self.buckets + 1 for g in self.ngrams(piece)]
+        words, chars = self.word_buckets, self.buckets - self.word_buckets
+        ids = [
+            zlib.crc32(g.encode("utf-8")) % words + 1
+            if g[0] == "w"
+            else words + 1 + zlib.crc32(g.encode("utf-8")) % chars
+            for g in self.ngrams(piece)
+        ]
         if self.unique:
             ids = list(dict.fromkeys(ids))
         return ids[:max_len], len(ids) > max_len or len(piece) < len(text)
@@ -170,6 +182,8 @@ def tokenizer_spec_fingerprint(spec: str) -> str:
             if (path / name).is_file():
                 digest.update(name.encode() + (path / name).read_bytes())
         return f"hf:{digest.hexdigest()[:16]}"
+    if spec == "ngrams":  # the cached ids were hashed by this version of the tokenizer
+        return f"ngrams-v{NgramTokenizer.VERSION}"
     return spec
 
 

@@ -19,11 +19,19 @@ def test_ngrams_are_word_1_2_grams_then_char_2_5_grams_of_each_padded_word():
     assert grams == words + chars_hi + chars_yo
 
 
-def test_ngram_ids_are_fixed_crc32_buckets_and_the_cut_is_counted():
+def ngram_id(gram: str, buckets: int) -> int:
+    """Word n-grams (``w...``) hash into ``1..buckets // 2``, character n-grams into the ids above."""
+    words = buckets // 2
+    h = zlib.crc32(gram.encode())
+    return h % words + 1 if gram[0] == "w" else words + 1 + h % (buckets - words)
+
+
+def test_ngram_ids_are_fixed_crc32_buckets_word_ids_below_char_ids_and_the_cut_is_counted():
     tok = NgramTokenizer(buckets=97, unique=False)
     ids, cut = tok.encode_with_truncation("Hi, yo", 1000)
-    assert ids == [zlib.crc32(g.encode()) % 97 + 1 for g in tok.ngrams("Hi, yo")] and not cut
+    assert ids == [ngram_id(g, 97) for g in tok.ngrams("Hi, yo")] and not cut
     assert min(ids) >= 1 and max(ids) <= 97 and tok.vocab_size == 98 and tok.pad_id == 0
+    assert tok.word_buckets == 48 and max(ids[:3]) <= 48 < min(ids[3:])  # 3 word n-grams, then character ones
     short, cut = tok.encode_with_truncation("Hi, yo", 5)
     assert cut and len(short) <= 5
     ids, truncated = tokenize_padded(tok, ["Hi, yo", "", "a b c d e f g h"], 10)
@@ -102,3 +110,35 @@ def test_idf_weighted_l2_bag_with_identity_rows_is_tfidf_and_min_df_drops_single
 def test_idf_or_min_df_without_document_frequencies_says_what_to_set():
     with pytest.raises(ValueError, match="doc_freq.*weighting=binary min_df=1"):
         NgramTextEncoder(10, weighting="idf")
+
+
+def test_separate_kinds_pool_word_and_char_ngrams_each_on_its_own_like_the_baselines_two_tfidf_blocks():
+    """kinds=separate, IDF + l2: the bag is [word TF-IDF | char_wb TF-IDF] (each block unit length, as the linear
+    baseline's FeatureUnion) times the table's rows; kinds=joint normalises all n-grams of a text together."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from mmfw.data.text import ngram_document_frequencies
+
+    texts = ["good drug", "bad drug, bad", "good good effect", "no effect at all"]
+    buckets = 1 << 16
+    tok = NgramTokenizer(buckets=buckets)
+    ids, _ = tokenize_padded(tok, texts, 1000)
+    ids = torch.from_numpy(ids)
+    stats = ngram_document_frequencies(ids, tok)
+    torch.manual_seed(0)
+    kw = dict(dim=8, pooling="l2", weighting="idf", word_buckets=tok.word_buckets, **stats)
+    enc = NgramTextEncoder(tok.vocab_size, kinds="separate", **kw)
+    table = enc.bag.weight.detach()
+    expected = torch.zeros(len(texts), 8)
+    for analyzer, prefix, extra in [("word", "w", {"token_pattern": r"\w+"}), ("char_wb", "c", {})]:
+        n = (1, 2) if analyzer == "word" else (2, 5)
+        vec = TfidfVectorizer(analyzer=analyzer, ngram_range=n, binary=True, **extra).fit(texts)
+        rows = torch.stack([table[ngram_id(prefix + g, buckets)] for g in vec.get_feature_names_out()])
+        expected += torch.tensor(vec.transform(texts).toarray(), dtype=torch.float32) @ rows
+    torch.testing.assert_close(enc(ids), expected)
+    joint = NgramTextEncoder(tok.vocab_size, kinds="joint", **kw)
+    with torch.no_grad():
+        joint.bag.weight.copy_(table)
+    assert not torch.allclose(joint(ids), expected, atol=1e-3)
+    with pytest.raises(ValueError, match="word_buckets.*kinds=joint"):
+        NgramTextEncoder(10, kinds="separate")

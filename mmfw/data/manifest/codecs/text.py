@@ -84,6 +84,8 @@ class Codec(ColumnCodec):
 
     def encoder_inputs(self, modality: str) -> dict[str, Any]:
         inputs = {"vocab_size": self.tokenizer.vocab_size, "pad_id": self.tokenizer.pad_id}
+        if isinstance(self.tokenizer, NgramTokenizer):  # which ids are word n-grams (encoders.ngram_text)
+            inputs["word_buckets"] = self.tokenizer.word_buckets
         return {**inputs, **(self.document_frequencies or {}).get(modality, {})}
 
     def redecode(

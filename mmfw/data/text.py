@@ -59,12 +59,15 @@ class NgramTokenizer:
     """Hashed n-grams of a lowercased text: word 1-2-grams (words are ``\\w+`` runs), then character 2-5-grams of
     each whitespace-separated word padded with a space on both sides (scikit-learn's ``char_wb``), in text order.
 
-    Word n-grams take the ids ``1..word_buckets`` and character n-grams the rest (``word_buckets = buckets // 2``):
-    ``id = crc32(ngram) mod word_buckets + 1`` for a word n-gram, ``word_buckets + 1 + crc32(ngram) mod (buckets -
-    word_buckets)`` for a character one, so an encoder can tell the two apart (and pool each on its own, like the
-    baseline's two TF-IDF blocks); 0 pads. CRC-32 is fixed, unlike Python's salted ``hash``, so ids are the
-    same in every process and on every machine. Collisions share an embedding row: with ``2^18`` buckets a corpus
-    of 10^5 distinct n-grams puts about 17% of them in a shared row, which costs little (Joulin et al. 2017).
+    ``id = crc32(kind + ngram) mod buckets + 1`` (``kind`` is ``w`` or ``c``, so a word and a character n-gram
+    that are the same string differ); 0 pads. With ``split_kinds`` word n-grams take the ids ``1..word_buckets`` and
+    character n-grams the rest (``word_buckets = buckets // 2``): ``id = crc32(ngram) mod word_buckets + 1`` for a
+    word n-gram, ``word_buckets + 1 + crc32(ngram) mod (buckets - word_buckets)`` for a character one, so an encoder
+    can tell the two apart (``encoder.<text>.kinds: separate`` pools each on its own, like the baseline's two TF-IDF
+    blocks); off by default so that runs saved before it keep their ids. CRC-32 is fixed, unlike Python's salted
+    ``hash``, so ids are the same in every process and on every machine. Collisions share an embedding row: with
+    ``2^18`` buckets a corpus of 10^5 distinct n-grams puts about 17% of them in a shared row, which costs little
+    (Joulin et al. 2017).
 
     Args:
         buckets: number of hash buckets (embedding rows, padding excluded).
@@ -74,20 +77,18 @@ class NgramTokenizer:
 
     PAD = 0
     pad_id = PAD
-    VERSION = 2  # bump when the text -> ids mapping changes (keys the datamodule's cache)
     WORD_NGRAMS = (1, 2)
     CHAR_NGRAMS = (2, 5)
     pads_to_longest = True  # the ids are a bag: a split needs no more columns than its longest text
 
-    def __init__(self, *, buckets: int = 2**18, unique: bool = True) -> None:
-        if buckets < 2:
-            raise ValueError(f"datamodule.ngram_buckets must be at least 2 (word and character n-grams), got {buckets}")
+    def __init__(self, *, buckets: int = 2**18, unique: bool = True, split_kinds: bool = False) -> None:
+        if buckets < (2 if split_kinds else 1):
+            raise ValueError(f"datamodule.ngram_buckets must be at least {2 if split_kinds else 1}, got {buckets}")
         self.buckets, self.unique = int(buckets), bool(unique)
-        self.word_buckets = self.buckets // 2
+        self.word_buckets = self.buckets // 2 if split_kinds else None
         self.vocab_size = self.buckets + 1
-        self.fingerprint = (
-            f"ngrams-v{self.VERSION}-{self.buckets}-{self.WORD_NGRAMS}-{self.CHAR_NGRAMS}-unique{self.unique}"
-        )
+        self.fingerprint = f"ngrams-v1-{self.buckets}-{self.WORD_NGRAMS}-{self.CHAR_NGRAMS}-unique{self.unique}"
+        self.fingerprint += "-split" if split_kinds else ""
 
     def ngrams(self, text: str) -> list[str]:
         """The n-grams of ``text`` as strings (``w`` + word n-gram, ``c`` + character n-gram), in text order."""
@@ -111,13 +112,16 @@ class NgramTokenizer:
         are read: each word character starts at least one character n-gram, so they hold ``max_len`` ids unless
         the text is mostly whitespace."""
         piece = text[:max_len]
-        words, chars = self.word_buckets, self.buckets - self.word_buckets
-        ids = [
-            zlib.crc32(g.encode("utf-8")) % words + 1
-            if g[0] == "w"
-            else words + 1 + zlib.crc32(g.encode("utf-8")) % chars
-            for g in self.ngrams(piece)
-        ]
+        if self.word_buckets is None:
+            ids = [zlib.crc32(g.encode("utf-8")) % self.buckets + 1 for g in self.ngrams(piece)]
+        else:
+            words, chars = self.word_buckets, self.buckets - self.word_buckets
+            ids = [
+                zlib.crc32(g.encode("utf-8")) % words + 1
+                if g[0] == "w"
+                else words + 1 + zlib.crc32(g.encode("utf-8")) % chars
+                for g in self.ngrams(piece)
+            ]
         if self.unique:
             ids = list(dict.fromkeys(ids))
         return ids[:max_len], len(ids) > max_len or len(piece) < len(text)
@@ -157,13 +161,14 @@ def build_text_tokenizer(
     max_len: int,
     ngram_buckets: int = 2**18,
     ngram_unique: bool = True,
+    ngram_split_kinds: bool = False,
 ) -> TextTokenizer:
     """The tokenizer named by ``spec`` (``bytes``, ``bpe``, ``hf:<path>`` or ``ngrams``); ``bpe`` is trained on
     ``train_texts``, which must come from the training split only, bounded for ``max_len`` tokens."""
     if spec == "bytes":
         return ByteTokenizer()
     if spec == "ngrams":
-        return NgramTokenizer(buckets=ngram_buckets, unique=ngram_unique)
+        return NgramTokenizer(buckets=ngram_buckets, unique=ngram_unique, split_kinds=ngram_split_kinds)
     if spec == "bpe":
         if not train_texts:
             raise ValueError("text_tokenizer=bpe needs text in the training split to learn from, but there is none")
@@ -182,8 +187,6 @@ def tokenizer_spec_fingerprint(spec: str) -> str:
             if (path / name).is_file():
                 digest.update(name.encode() + (path / name).read_bytes())
         return f"hf:{digest.hexdigest()[:16]}"
-    if spec == "ngrams":  # the cached ids were hashed by this version of the tokenizer
-        return f"ngrams-v{NgramTokenizer.VERSION}"
     return spec
 
 

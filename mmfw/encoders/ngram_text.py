@@ -12,11 +12,11 @@ read). With ``E = lr_scale * E'`` the ``(vocab_size, dim)`` embedding table (``E
     out = Dropout(GELU(W v + b))                  else, W (hidden_dim, dim)               (B, hidden_dim)
 
 and ``Dropout(v)`` first when ``dropout > 0``. With ``kinds: separate`` the word n-grams (ids ``1..word_buckets``,
-from the datamodule) and the character n-grams (the ids above) are pooled each on its own and the two summed,
-``v = pool(word n-grams) + pool(character n-grams)`` (one bag, each weight divided by its own group's norm): the
-linear baseline's two TF-IDF blocks, each of unit length, times the table. With ``kinds: joint`` one norm covers
-both, and since a text has several times more character n-grams than word n-grams the word n-grams, which carry
-most of the signal on the drug reviews, are diluted (text-only val AUROC 0.800 joint vs 0.818 separate).
+from the datamodule with ``ngram_split_kinds: true``) and the character n-grams (the ids above) are pooled each on
+its own and the two summed, ``v = pool(word n-grams) + pool(character n-grams)`` (one bag, each weight divided by its
+own group's norm): the linear baseline's two TF-IDF blocks, each of unit length, times the table. With ``kinds: joint``
+one norm covers both, and since a text has several times more character n-grams than word n-grams the word n-grams,
+which carry most of the signal on the drug reviews, are diluted (text-only val AUROC 0.800 joint vs 0.818 separate).
 
 The weights come from the training split's document frequencies
 ``df_g`` (``doc_freq``, handed over by the datamodule with ``num_texts`` = N): ``w_g = 0`` when ``df_g < min_df``,
@@ -101,7 +101,8 @@ class NgramTextEncoder(nn.Module):
         if kinds == "separate" and word_buckets is None:
             raise ValueError(
                 "encoder.<text>.kinds=separate needs word_buckets (which ids are word n-grams), which the manifest "
-                "datamodule hands over with text_tokenizer=ngrams; set kinds=joint for another datamodule"
+                "datamodule hands over with text_tokenizer=ngrams and ngram_split_kinds=true: set "
+                "datamodule.ngram_split_kinds=true, or kinds=joint"
             )
         self.pad_id, self.lr_scale, self.pooling = pad_id, float(lr_scale), pooling
         self.word_buckets = word_buckets if kinds == "separate" else None

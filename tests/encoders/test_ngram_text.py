@@ -26,12 +26,20 @@ def ngram_id(gram: str, buckets: int) -> int:
     return h % words + 1 if gram[0] == "w" else words + 1 + h % (buckets - words)
 
 
-def test_ngram_ids_are_fixed_crc32_buckets_word_ids_below_char_ids_and_the_cut_is_counted():
-    tok = NgramTokenizer(buckets=97, unique=False)
+def test_split_kinds_put_word_ngram_ids_below_char_ngram_ids():
+    tok = NgramTokenizer(buckets=97, unique=False, split_kinds=True)
     ids, cut = tok.encode_with_truncation("Hi, yo", 1000)
     assert ids == [ngram_id(g, 97) for g in tok.ngrams("Hi, yo")] and not cut
-    assert min(ids) >= 1 and max(ids) <= 97 and tok.vocab_size == 98 and tok.pad_id == 0
     assert tok.word_buckets == 48 and max(ids[:3]) <= 48 < min(ids[3:])  # 3 word n-grams, then character ones
+    assert tok.fingerprint != NgramTokenizer(buckets=97, unique=False).fingerprint  # cached ids are not reused
+
+
+def test_ngram_ids_are_fixed_crc32_buckets_and_the_cut_is_counted():
+    """The default ids are the ones runs were trained with before split_kinds existed: they must not change."""
+    tok = NgramTokenizer(buckets=97, unique=False)
+    ids, cut = tok.encode_with_truncation("Hi, yo", 1000)
+    assert ids == [zlib.crc32(g.encode()) % 97 + 1 for g in tok.ngrams("Hi, yo")] and not cut
+    assert min(ids) >= 1 and max(ids) <= 97 and tok.vocab_size == 98 and tok.pad_id == 0 and tok.word_buckets is None
     short, cut = tok.encode_with_truncation("Hi, yo", 5)
     assert cut and len(short) <= 5
     ids, truncated = tokenize_padded(tok, ["Hi, yo", "", "a b c d e f g h"], 10)
@@ -121,7 +129,7 @@ def test_separate_kinds_pool_word_and_char_ngrams_each_on_its_own_like_the_basel
 
     texts = ["good drug", "bad drug, bad", "good good effect", "no effect at all"]
     buckets = 1 << 16
-    tok = NgramTokenizer(buckets=buckets)
+    tok = NgramTokenizer(buckets=buckets, split_kinds=True)
     ids, _ = tokenize_padded(tok, texts, 1000)
     ids = torch.from_numpy(ids)
     stats = ngram_document_frequencies(ids, tok)
@@ -140,5 +148,5 @@ def test_separate_kinds_pool_word_and_char_ngrams_each_on_its_own_like_the_basel
     with torch.no_grad():
         joint.bag.weight.copy_(table)
     assert not torch.allclose(joint(ids), expected, atol=1e-3)
-    with pytest.raises(ValueError, match="word_buckets.*kinds=joint"):
+    with pytest.raises(ValueError, match="word_buckets.*datamodule.ngram_split_kinds=true, or kinds=joint"):
         NgramTextEncoder(10, kinds="separate")

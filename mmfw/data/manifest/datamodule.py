@@ -68,6 +68,8 @@ class ManifestDataModule(MultimodalDataModule):
         ngram_buckets: ``ngrams`` only: hash buckets (the encoder's embedding rows).
         ngram_unique: ``ngrams`` only: each distinct n-gram once per text (a binary bag) rather than as often as
             it occurs.
+        ngram_split_kinds: ``ngrams`` only: word and character n-grams hashed into two halves of the buckets, so
+            the encoder can pool them apart (``encoder.<text>.kinds: separate``).
         missing_file: ``error``: a referenced file that does not exist is bad input; ``mask``: it masks that
             modality of the sample.
         on_bad_sample: ``error`` raises :class:`ManifestError` at the first bad row; ``skip`` drops bad rows, logs
@@ -109,6 +111,7 @@ class ManifestDataModule(MultimodalDataModule):
         max_ngrams: int = 65536,
         ngram_buckets: int = 2**18,
         ngram_unique: bool = True,
+        ngram_split_kinds: bool = False,
         missing_file: str = "error",
         on_bad_sample: str = "error",
         allow_outside_root: bool = False,
@@ -146,6 +149,7 @@ class ManifestDataModule(MultimodalDataModule):
             text_tokenizer=text_tokenizer,
             text_len=int(max_ngrams) if text_tokenizer == "ngrams" else int(max_text_len),
             bpe_vocab_size=bpe_vocab_size, ngram_buckets=int(ngram_buckets), ngram_unique=bool(ngram_unique),
+            ngram_split_kinds=bool(ngram_split_kinds),
         )  # fmt: skip
         self.files = ManifestFiles(root=self.manifest.parent, allow_outside_root=allow_outside_root,
                                    missing_file=missing_file)  # fmt: skip

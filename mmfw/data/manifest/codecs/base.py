@@ -41,6 +41,7 @@ class DecodeSettings:
     bpe_vocab_size: int
     ngram_buckets: int
     ngram_unique: bool
+    ngram_split_kinds: bool = False
 
 
 @dataclass(frozen=True)

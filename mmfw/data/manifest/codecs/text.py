@@ -48,6 +48,7 @@ class Codec(ColumnCodec):
             max_len=s.text_len,
             ngram_buckets=s.ngram_buckets,
             ngram_unique=s.ngram_unique,
+            ngram_split_kinds=s.ngram_split_kinds,
         )
         self.document_frequencies = {}
         if isinstance(self.tokenizer, NgramTokenizer):  # the n-gram bag's IDF / min_df (encoders.ngram_text)
@@ -67,7 +68,10 @@ class Codec(ColumnCodec):
         if spec == "bytes":
             self.tokenizer = ByteTokenizer()
         elif spec == "ngrams":
-            self.tokenizer = NgramTokenizer(buckets=self.settings.ngram_buckets, unique=self.settings.ngram_unique)
+            s = self.settings
+            self.tokenizer = NgramTokenizer(
+                buckets=s.ngram_buckets, unique=s.ngram_unique, split_kinds=s.ngram_split_kinds
+            )
         elif spec == "bpe":
             from tokenizers import Tokenizer
 
@@ -84,7 +88,7 @@ class Codec(ColumnCodec):
 
     def encoder_inputs(self, modality: str) -> dict[str, Any]:
         inputs = {"vocab_size": self.tokenizer.vocab_size, "pad_id": self.tokenizer.pad_id}
-        if isinstance(self.tokenizer, NgramTokenizer):  # which ids are word n-grams (encoders.ngram_text)
+        if isinstance(self.tokenizer, NgramTokenizer) and self.tokenizer.word_buckets is not None:  # ngram_text
             inputs["word_buckets"] = self.tokenizer.word_buckets
         return {**inputs, **(self.document_frequencies or {}).get(modality, {})}
 

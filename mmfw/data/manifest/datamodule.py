@@ -298,22 +298,18 @@ class ManifestDataModule(MultimodalDataModule):
         log.info("manifest %s: %s samples%s, task %s", self.manifest, sizes, fold, self._task)
 
     def _check_header(self, records: list[dict[str, Any]]) -> None:
+        """Every column the config names is in the file: a typo fails here, naming its config key."""
         present = set().union(*(r.keys() for r in records))
-        for name, spec in self.columns.items():
-            for column in codec_class(spec["kind"]).columns(spec):
-                if column not in present:
-                    raise ManifestError(
-                        f"column {column!r} named in datamodule.columns.{name} is not in the file; "
-                        f"its columns are {sorted(present)}",
-                        file=self.manifest, column=column,
-                    )  # fmt: skip
-        for column in self.target:
+        named = [
+            (column, f"column {column!r} named in datamodule.columns.{name}")
+            for name, spec in self.columns.items()
+            for column in codec_class(spec["kind"]).columns(spec)
+        ]
+        named += [(column, f"target column {column!r} (datamodule.target)") for column in self.target]
+        for column, where in named:
             if column not in present:
-                raise ManifestError(
-                    f"target column {column!r} (datamodule.target) is not in the file; its columns are "
-                    f"{sorted(present)}",
-                    file=self.manifest, column=column,
-                )  # fmt: skip
+                raise ManifestError(f"{where} is not in the file; its columns are {sorted(present)}",
+                                    file=self.manifest, column=column)  # fmt: skip
 
 
 def check_columns(columns: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -129,6 +129,10 @@ class MultimodalDataModule(pl.LightningDataModule):
     def write_splits(self, path: Path) -> None:
         """Write which source row went to which split (a datamodule with source rows overrides this)."""
 
+    def save_preprocessing(self, path: Path) -> None:
+        """Write the training split's fitted preprocessing that :meth:`decode_new_rows` needs, so that a run folder
+        predicts alone (a datamodule that decodes new rows overrides this)."""
+
     # ------------------------------------------------------------------ loaders
     def loader(self, dataset: Dataset, *, shuffle: bool, pin_memory: bool | None = None) -> DataLoader:
         """Batches of ``dataset`` that carry this datamodule's modality order (``batch["modalities"]``)."""
@@ -168,8 +172,8 @@ class WrappedDataModule(pl.LightningDataModule):
 
     The model, the run records and the robustness sweep read the datamodule contract from the wrapper, so it offers
     the inner datamodule's (``modalities``, ``task``, ``encoder_inputs``, ``modality_kinds``, ``skipped``,
-    ``truncated``, ``fold``, ``write_splits``, ``raw_texts``) and forwards Lightning's data hooks to it; a subclass
-    provides its loaders and overrides what it serves differently.
+    ``truncated``, ``fold``, ``write_splits``, ``save_preprocessing``, ``raw_texts``) and forwards Lightning's data
+    hooks to it; a subclass provides its loaders and overrides what it serves differently.
     """
 
     def __init__(self, inner: MultimodalDataModule) -> None:
@@ -207,6 +211,9 @@ class WrappedDataModule(pl.LightningDataModule):
 
     def write_splits(self, path: Path) -> None:
         self.inner.write_splits(path)
+
+    def save_preprocessing(self, path: Path) -> None:
+        self.inner.save_preprocessing(path)
 
     def raw_texts(self, split: str, modality: str) -> list[str] | None:
         return self.inner.raw_texts(split, modality)

@@ -43,8 +43,7 @@ def digits(tmp_path_factory, avdigits_raw):
     test.to_csv(data / "test_rows.csv", index=False)  # new rows: no split column; paths relative to the same folder
     run_dir = tmp_path_factory.mktemp("run")
     overrides = ["experiment=manifest_digits", f"datamodule.manifest={data / 'manifest.csv'}",
-                 "datamodule.batch_size=8", "trainer.max_epochs=2", "logger=csv",
-                 "callbacks.rich_progress_bar=null"]  # fmt: skip
+                 "datamodule.batch_size=8", "trainer.max_epochs=2", "logger=csv"]  # fmt: skip
     cfg = compose_train(overrides, run_dir)
     (run_dir / ".hydra").mkdir()
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")  # what Hydra writes before the job starts
@@ -188,8 +187,7 @@ def reviews(tmp_path_factory):
     manifest = write_reviews(root)
     run_dir = root / "run"
     overrides = ["datamodule=manifest", f"datamodule.manifest={manifest}", "datamodule.target=label", COLUMNS,
-                 f"datamodule.cache_dir={root / 'cache'}", "trainer.max_epochs=2", "logger=csv",
-                 "callbacks.rich_progress_bar=null"]  # fmt: skip
+                 f"datamodule.cache_dir={root / 'cache'}", "trainer.max_epochs=2", "logger=csv"]  # fmt: skip
     cfg = compose_train(overrides, run_dir)
     (run_dir / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import QUIET, mmfw, only_child, output, run_json
+from cli_helpers import mmfw, only_child, output, run_json
+from conftest import TINY_AVDIGITS
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
@@ -92,7 +93,7 @@ def test_a_two_job_sweep_in_wandb_tensorboard_and_mlflow(tmp_path, avdigits_raw)
     from mlflow.tracking import MlflowClient
 
     args = ["-m", "fusion=concat,late", "logger=[wandb,tensorboard,mlflow]", "trainer.max_epochs=2", "baseline=true"]
-    result = mmfw("mmfw-train", *args, "tags=[dash,avdigits]", *QUIET, root=tmp_path)
+    result = mmfw("mmfw-train", *args, "tags=[dash,avdigits]", *TINY_AVDIGITS, root=tmp_path)
     assert result.returncode == 0, output(result)
     sweep_dir = only_child(tmp_path / "logs" / "train" / "multiruns")
     store = MlflowClient(f"sqlite:///{tmp_path}/logs/mlflow.db")

@@ -59,15 +59,14 @@ RULES: list[tuple[str, str]] = [
     (r"^(tensorboard|mlflow ui) ", "server"),
     (r"^mmfw-(predict|export) ", "predict"),
 ]
-# Appended to every command that trains on AV-digits: tiny data, CSV logs only, no progress bar.
+# Appended to every command that trains on AV-digits: tiny data, CSV logs only. The shipped progress bar stays on:
+# the runs are what users run (it redraws 4 times a second, so it costs them nothing measurable).
 TINY = [
     "datamodule.train_size=40",
     "datamodule.val_size=20",
     "datamodule.test_size=20",
     "datamodule.batch_size=8",
     "logger=csv",
-    "callbacks.rich_progress_bar=null",
-    "++trainer.enable_progress_bar=false",
 ]
 TINY_MANIFEST = TINY[4:]  # a manifest has no *_size keys
 

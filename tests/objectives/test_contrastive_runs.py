@@ -7,7 +7,7 @@ import json
 import pytest
 import pytorch_lightning as pl
 import torch
-from cli_helpers import QUIET, mmfw, only_child, output, run_json
+from cli_helpers import mmfw, only_child, output, run_json
 from conftest import TINY_AVDIGITS, compose_train
 
 from mmfw.objectives.classify import Classify
@@ -93,7 +93,9 @@ def test_contrastive_needs_two_modalities(tmp_path, avdigits_raw):
 def aligned_run(tmp_path_factory, avdigits_raw):
     """A completed contrastive run folder (best checkpoint, resolved config)."""
     root = tmp_path_factory.mktemp("aligned")
-    result = mmfw("mmfw-train", "objective=contrastive", "trainer.max_epochs=1", "logger=csv", *QUIET, root=root)
+    result = mmfw(
+        "mmfw-train", "objective=contrastive", "trainer.max_epochs=1", "logger=csv", *TINY_AVDIGITS, root=root
+    )
     assert result.returncode == 0, output(result)
     return only_child(root / "logs" / "train" / "runs")
 
@@ -146,7 +148,7 @@ def test_linear_probe_trains_only_the_head(aligned_run, tmp_path):
 
 @pytest.mark.slow
 def test_contrastive_under_ddp_cpu_completes(tmp_path, avdigits_raw):
-    result = mmfw("mmfw-train", "objective=contrastive", "trainer=ddp_cpu", "trainer.max_epochs=1", *QUIET,
+    result = mmfw("mmfw-train", "objective=contrastive", "trainer=ddp_cpu", "trainer.max_epochs=1", *TINY_AVDIGITS,
                   root=tmp_path, timeout=300)  # fmt: skip
     assert result.returncode == 0, output(result)
     run = only_child(tmp_path / "logs" / "train" / "runs")

@@ -107,6 +107,17 @@ class LoadedRun:
         outputs = trainer.predict(self.model, dataloaders=loader)
         return torch.cat([o.float().cpu() for o in outputs])
 
+    def require_head(self, command: str) -> None:
+        """Refuse a run whose objective trains encoders only (``objective=contrastive``): it has no fusion and head,
+        so nothing to predict or export."""
+        if self.model.objective.head_outputs is None:
+            raise ValueError(
+                f"{command}: {self.run_dir} was trained with objective={type(self.model.objective).__name__.lower()}, "
+                "which aligns the encoders and has no fusion or head to predict with. Use its encoders in a "
+                "classifier (`mmfw-train encoder.<modality>.init_from=<this run>`), or `mmfw-eval run=<this run>` "
+                "for its retrieval metrics."
+            )
+
     def predict(
         self,
         data: str | Path,
@@ -118,6 +129,7 @@ class LoadedRun:
     ) -> Predictions:
         """Predictions for every readable row of ``data`` (see :class:`Predictions`); ``id_column`` is copied from the
         file into the table."""
+        self.require_head("mmfw-predict")
         rows = self.decode(data, on_bad_sample=on_bad_sample)
         if id_column is not None and not any(id_column in r for r in rows.records):
             raise ValueError(f"id_column={id_column!r} is not a column of {rows.file}")

@@ -110,6 +110,16 @@ def test_eval_reproduces_a_contrastive_runs_test_metrics(aligned_run):
         assert again[name] == pytest.approx(logged[name], abs=1e-5), name
 
 
+def test_predict_and_export_of_a_contrastive_run_say_what_to_use_instead(aligned_run, tmp_path):
+    """An aligned run has encoders only: predicting or exporting it is refused with what to do, not a traceback."""
+    result = mmfw("mmfw-predict", f"run={aligned_run}", f"data={tmp_path / 'rows.csv'}", root=tmp_path)
+    assert result.returncode != 0 and "objective=contrastive" in output(result)
+    assert "init_from" in output(result), output(result)
+    result = mmfw("mmfw-export", f"run={aligned_run}", "format=onnx", root=tmp_path)
+    assert result.returncode != 0 and "mmfw-export" in output(result) and "objective=contrastive" in output(result)
+    assert not (aligned_run / "export").exists()
+
+
 def test_init_from_loads_only_that_encoders_weights(aligned_run, tmp_path):
     record = run_json(aligned_run)
     state = torch.load(aligned_run / record["best_checkpoint"], weights_only=True)["state_dict"]

@@ -1,10 +1,10 @@
 """Baselines a reward model (``objective=preference``) has to beat, on exactly the pairs it trains and is tested on.
 
-    python bench/pair_baselines.py                      # drug_reviews, the README's preference command
+    python bench/pair_baselines.py                      # the README's reward model: experiment=drug_reviews_preference
     python bench/pair_baselines.py <more overrides>     # appended to the README's overrides (another manifest, ...)
 
-The pairs are not rebuilt here: the config is composed as ``mmfw-train experiment=drug_reviews objective=preference
-objective.pairs.from_column=rating ...`` would compose it and :func:`mmfw.train.build` makes the run's own
+The pairs are not rebuilt here: the config is composed as ``mmfw-train experiment=drug_reviews_preference`` (with
+the extra overrides) would compose it and :func:`mmfw.train.build` makes the run's own
 :class:`~mmfw.objectives.pairs.PairDataModule` (ratings → pairs within a condition and a split, ties dropped, the
 ``max_pairs`` subset if any). Each baseline gives every sample of a split a score ``r``; a pair is scored by
 ``r(chosen) - r(rejected)`` with mmfw's own :class:`~mmfw.objectives.preference.PreferenceMetrics` (``pair_acc``:
@@ -41,15 +41,7 @@ from mmfw.objectives.pairs import PairDataModule
 from mmfw.objectives.preference import PreferenceMetrics
 from mmfw.train import build
 
-README_OVERRIDES = [
-    "experiment=drug_reviews",
-    "objective=preference",
-    "objective.pairs.from_column=rating",
-    "objective.pairs.order=[negative,neutral,positive]",
-    "objective.pairs.group=[condition]",
-    "monitor.metric=auto",
-    "logger=csv",
-]
+README_OVERRIDES = ["experiment=drug_reviews_preference", "logger=csv"]
 GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 
 

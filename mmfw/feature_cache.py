@@ -45,8 +45,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
-from mmfw.contracts import FEATURES_KEY, TaskSpec
-from mmfw.data.base import MultimodalDataModule
+from mmfw.contracts import FEATURES_KEY
+from mmfw.data.base import MultimodalDataModule, WrappedDataModule
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +114,11 @@ class FeatureDataset(Dataset):
         return self.dataset[index], {m: f[index] for m, f in self.features.items()}
 
 
-class FeatureCacheDataModule(pl.LightningDataModule):
+class FeatureCacheDataModule(WrappedDataModule):
     """The run's datamodule with the frozen encoders' outputs added to its train/val/test batches.
 
-    It offers the datamodule contract (:class:`mmfw.data.base.MultimodalDataModule`: ``modalities``, ``task``,
-    ``encoder_inputs``, ``modality_kinds``, ``skipped``...) by delegating to the wrapped datamodule; corrupted loaders
-    and raw texts come from it too and carry no features.
+    It offers the wrapped datamodule's contract (:class:`mmfw.data.base.WrappedDataModule`); its datasets,
+    corrupted loaders and raw texts come from it too and carry no features.
 
     Args:
         datamodule: the run's datamodule, set up.
@@ -137,92 +136,32 @@ class FeatureCacheDataModule(pl.LightningDataModule):
         configs: Mapping[str, Mapping[str, Any]],
         cache_dir: str | Path,
     ) -> None:
-        super().__init__()
-        self.datamodule = datamodule
+        super().__init__(datamodule)
         self.encoders, self.configs, self.cache_dir = dict(encoders), dict(configs), Path(cache_dir)
         self.lookups: list[dict[str, Any]] = []  # one record per (split, modality) looked up: key, hit, seconds
 
-    # ------------------------------------------------------------------ the datamodule contract: delegated
-    @property
-    def modalities(self) -> list[str]:
-        return self.datamodule.modalities
-
-    @property
-    def task(self) -> TaskSpec:
-        return self.datamodule.task
-
-    @property
-    def encoder_inputs(self) -> dict[str, dict[str, Any]]:
-        return self.datamodule.encoder_inputs
-
-    @property
-    def modality_kinds(self) -> dict[str, str]:
-        return self.datamodule.modality_kinds
-
-    @property
-    def skipped(self) -> list[dict[str, Any]]:
-        return self.datamodule.skipped
-
-    @property
-    def truncated(self) -> dict[str, int]:
-        return self.datamodule.truncated
-
-    @property
-    def fold(self) -> dict[str, int] | None:
-        return self.datamodule.fold
-
     def dataset(self, split: str) -> Dataset:
-        return self.datamodule.dataset(split)
+        return self.inner.dataset(split)
 
     def corrupted_dataloader(self, split: str, modality: str, corrupt: Callable[..., Any]) -> DataLoader:
-        return self.datamodule.corrupted_dataloader(split, modality, corrupt)
-
-    def raw_texts(self, split: str, modality: str) -> list[str] | None:
-        return self.datamodule.raw_texts(split, modality)
-
-    def write_splits(self, path: Path) -> None:
-        self.datamodule.write_splits(path)
+        return self.inner.corrupted_dataloader(split, modality, corrupt)
 
     def describe(self) -> dict[str, Any]:
         """What run.json records: which modalities read cached features, from where, and each lookup."""
         return {"modalities": sorted(self.encoders), "dir": str(self.cache_dir), "lookups": self.lookups}
 
-    # ------------------------------------------------------------------ lightning: delegated
-    def prepare_data(self) -> None:
-        self.datamodule.prepare_data()
-
-    def setup(self, stage: str) -> None:
-        self.datamodule.setup(stage)
-
-    def teardown(self, stage: str) -> None:
-        self.datamodule.teardown(stage)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.datamodule.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.datamodule.load_state_dict(state_dict)
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return self.datamodule.on_before_batch_transfer(batch, dataloader_idx)
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return self.datamodule.transfer_batch_to_device(batch, device, dataloader_idx)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return self.datamodule.on_after_batch_transfer(batch, dataloader_idx)
-
+    # ------------------------------------------------------------------ loaders: the inner one's, with features
     def train_dataloader(self) -> DataLoader:
-        return self._with_features("train", self.datamodule.train_dataloader())
+        return self._with_features("train", self.inner.train_dataloader())
 
     def val_dataloader(self) -> DataLoader:
-        return self._with_features("val", self.datamodule.val_dataloader())
+        return self._with_features("val", self.inner.val_dataloader())
 
     def test_dataloader(self) -> DataLoader:
-        return self._with_features("test", self.datamodule.test_dataloader())
+        return self._with_features("test", self.inner.test_dataloader())
 
     def predict_dataloader(self) -> DataLoader:
-        return self._with_features("test", self.datamodule.predict_dataloader())
+        return self._with_features("test", self.inner.predict_dataloader())
 
     # ------------------------------------------------------------------ the cache
     def _with_features(self, split: str, loader: DataLoader) -> DataLoader:

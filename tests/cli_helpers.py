@@ -9,11 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import TINY_AVDIGITS
-
 BIN = Path(sys.executable).parent
-# Tiny data, one CPU process, no progress bars in captured output.
-QUIET = [*TINY_AVDIGITS, "callbacks.rich_progress_bar=null", "++trainer.enable_progress_bar=false"]
 
 
 def env_for(root: Path) -> dict[str, str]:

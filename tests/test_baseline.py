@@ -81,7 +81,6 @@ def manifest_overrides(manifest: Path, modalities: list[str], target: str = "lab
         "encoder.text.d_model=16",
         "encoder.text.n_layers=1",
         "+encoder/tabular@encoder.meta=mlp",
-        "callbacks.rich_progress_bar=null",
         "logger=csv",
     ]
 

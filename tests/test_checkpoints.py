@@ -34,7 +34,7 @@ def crafted_checkpoint(path: Path, marker: Path) -> Path:
 
 def completed_run(folder: Path) -> Path:
     """A completed run folder whose config is a real (tiny) training config."""
-    cfg = compose_train([*TINY_AVDIGITS, "logger=csv", "callbacks.rich_progress_bar=null"], folder)
+    cfg = compose_train([*TINY_AVDIGITS, "logger=csv"], folder)
     (folder / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
     run_folder.update_run_json(folder, status="completed", best_checkpoint="checkpoints/epoch_001.ckpt")

@@ -43,8 +43,9 @@ def test_values_of_the_right_type_pass(tmp_path, overrides):
 
 
 def test_wrong_type_on_the_command_line_fails_before_training(tmp_path):
-    from cli_helpers import QUIET, mmfw, output
+    from cli_helpers import mmfw, output
+    from conftest import TINY_AVDIGITS
 
-    result = mmfw("mmfw-train", "trainer.max_epochs=abc", *QUIET, root=tmp_path)
+    result = mmfw("mmfw-train", "trainer.max_epochs=abc", *TINY_AVDIGITS, root=tmp_path)
     assert result.returncode != 0
     assert "`trainer.max_epochs=abc`: trainer.max_epochs must be an integer" in output(result)

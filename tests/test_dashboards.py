@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import QUIET, mmfw, only_child, output, run_json
+from cli_helpers import mmfw, only_child, output, run_json
+from conftest import TINY_AVDIGITS
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
@@ -24,6 +26,13 @@ from mmfw.train import CONFIG_DIR
 def wandb_offline_run(run_dir: Path, run_id: str) -> dict:
     """An offline W&B run as the dashboard will show it after `wandb sync`: run fields, config, last summary."""
     (log_file,) = (run_dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
+    # wandb-core writes the file from its own process: on a loaded machine the records can land a moment after
+    # `run.finish()` returned (seen under `pytest -n 2` beside other jobs); wait for its exit record (the last one), then read all.
+    deadline = time.monotonic() + 60
+    while (
+        not any(r.WhichOneof("record_type") == "exit" for r in wandb_records(log_file)) and time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
     info: dict = {"config": {}, "summary": {}}
     for record in wandb_records(log_file):
         kind = record.WhichOneof("record_type")
@@ -92,7 +101,7 @@ def test_a_two_job_sweep_in_wandb_tensorboard_and_mlflow(tmp_path, avdigits_raw)
     from mlflow.tracking import MlflowClient
 
     args = ["-m", "fusion=concat,late", "logger=[wandb,tensorboard,mlflow]", "trainer.max_epochs=2", "baseline=true"]
-    result = mmfw("mmfw-train", *args, "tags=[dash,avdigits]", *QUIET, root=tmp_path)
+    result = mmfw("mmfw-train", *args, "tags=[dash,avdigits]", *TINY_AVDIGITS, root=tmp_path)
     assert result.returncode == 0, output(result)
     sweep_dir = only_child(tmp_path / "logs" / "train" / "multiruns")
     store = MlflowClient(f"sqlite:///{tmp_path}/logs/mlflow.db")

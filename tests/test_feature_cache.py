@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
-from cli_helpers import QUIET, mmfw, output
-from conftest import TINY_AVDIGITS, compose_train
+from cli_helpers import mmfw, output
+from conftest import compose_train
 
 from mmfw.contracts import FEATURES_KEY, MASK_KEY
 from mmfw.feature_cache import FeatureCacheDataModule, is_frozen
@@ -57,7 +57,6 @@ def overrides(manifest: Path, cache: Path, *extra: str) -> list[str]:
         "encoder.text.n_layers=1",
         "encoder.text.frozen=true",  # dropout 0.1: equality needs the frozen encoder kept in eval mode
         "+encoder/tabular@encoder.meta=mlp",
-        "callbacks.rich_progress_bar=null",
         "logger=csv",
         "monitor.metric=val/loss",
         f"paths.cache_dir={cache}",
@@ -200,9 +199,9 @@ def test_ddp_ranks_compute_each_split_once(tmp_path):
     """Two gloo ranks: one computes each split's features under the lock, the other reads the file it wrote."""
     manifest = write_manifest(tmp_path / "data")
     cache = tmp_path / "cache"
-    args = [a for a in overrides(manifest, cache) if not a.startswith("callbacks.")]
+    args = overrides(manifest, cache)
     result = mmfw(
-        "mmfw-train", "trainer=ddp_cpu", "trainer.max_epochs=1", *args, *QUIET[len(TINY_AVDIGITS) :],
+        "mmfw-train", "trainer=ddp_cpu", "trainer.max_epochs=1", *args,
         root=tmp_path, timeout=300,
     )  # fmt: skip
     text = result.stdout + result.stderr

@@ -45,8 +45,6 @@ def test_least_config_manifest_run_chooses_modalities_encoders_monitor_and_runs_
         COLUMNS,
         "trainer.max_epochs=2",
         "baseline=true",
-        "callbacks.rich_progress_bar=null",
-        "++trainer.enable_progress_bar=false",
         root=tmp_path,
         env={"WANDB_MODE": "offline"},
     )

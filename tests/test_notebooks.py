@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_helpers import QUIET, env_for
+from cli_helpers import env_for
+from conftest import TINY_AVDIGITS
 
 # In the dev extra (make install); a venv installed before they were added skips with this reason.
 nbformat = pytest.importorskip("nbformat", reason="notebook tests need nbclient: pip install -e '.[dev]'")
@@ -15,15 +16,14 @@ NotebookClient = pytest.importorskip(
 ).NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NO_BARS = ["callbacks.rich_progress_bar=null", "++trainer.enable_progress_bar=false"]
 # Replaces each notebook's `parameters` cell (papermill's convention): tiny data, two epochs.
 TINY = {
-    "01_quickstart": f"SIZE = {[*QUIET, 'trainer.max_epochs=2']!r}",
-    "02_compare_runs": f"SIZE = {[*QUIET, 'trainer.max_epochs=2']!r}\nFUSIONS = 'concat,late'\nSEEDS = '0'",
+    "01_quickstart": f"SIZE = {[*TINY_AVDIGITS, 'trainer.max_epochs=2']!r}",
+    "02_compare_runs": f"SIZE = {[*TINY_AVDIGITS, 'trainer.max_epochs=2']!r}\nFUSIONS = 'concat,late'\nSEEDS = '0'",
     "03_your_own_data": "PAIRS = {'train': 40, 'val': 16, 'test': 16}\n"
-    f"SIZE = {['trainer.max_epochs=2', 'datamodule.batch_size=8', *NO_BARS]!r}",
+    f"SIZE = {['trainer.max_epochs=2', 'datamodule.batch_size=8']!r}",
     "04_use_a_trained_model": "PAIRS = {'train': 40, 'val': 16, 'test': 16}\n"
-    f"SIZE = {['trainer.max_epochs=2', 'datamodule.batch_size=8', *NO_BARS]!r}",
+    f"SIZE = {['trainer.max_epochs=2', 'datamodule.batch_size=8']!r}",
 }
 
 

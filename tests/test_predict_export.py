@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -42,8 +43,7 @@ def digits(tmp_path_factory, avdigits_raw):
     test.to_csv(data / "test_rows.csv", index=False)  # new rows: no split column; paths relative to the same folder
     run_dir = tmp_path_factory.mktemp("run")
     overrides = ["experiment=manifest_digits", f"datamodule.manifest={data / 'manifest.csv'}",
-                 "datamodule.batch_size=8", "trainer.max_epochs=2", "logger=csv",
-                 "callbacks.rich_progress_bar=null"]  # fmt: skip
+                 "datamodule.batch_size=8", "trainer.max_epochs=2", "logger=csv"]  # fmt: skip
     cfg = compose_train(overrides, run_dir)
     (run_dir / ".hydra").mkdir()
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")  # what Hydra writes before the job starts
@@ -177,26 +177,35 @@ def test_cli_predict_and_export(digits, tmp_path):
     assert bad.returncode != 0 and "nope.csv" in bad.stderr and "manifest file not found" in bad.stderr
 
 
-def test_text_and_tabular_runs_predict_with_their_training_statistics_and_export(tmp_path):
-    """A text (n-gram tokenizer, document frequencies) + tabular (standardised numbers, categories) run: new rows are
-    decoded with the training split's statistics, so predicting the run's own test rows gives what the model gives
-    its test split; an unseen category and a missing text still predict; both exports match PyTorch."""
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory):
+    """A text (n-gram tokenizer, document frequencies) + tabular (standardised numbers, categories) run on a tiny
+    manifest, with its own manifest cache; the run's test rows written as a new file."""
     from test_least_config import COLUMNS, write_reviews
 
-    manifest = write_reviews(tmp_path)
-    run_dir = tmp_path / "run"
+    root = tmp_path_factory.mktemp("reviews")
+    manifest = write_reviews(root)
+    run_dir = root / "run"
     overrides = ["datamodule=manifest", f"datamodule.manifest={manifest}", "datamodule.target=label", COLUMNS,
-                 "trainer.max_epochs=2", "logger=csv", "callbacks.rich_progress_bar=null"]  # fmt: skip
+                 f"datamodule.cache_dir={root / 'cache'}", "trainer.max_epochs=2", "logger=csv"]  # fmt: skip
     cfg = compose_train(overrides, run_dir)
     (run_dir / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     train(cfg)
-    run = mmfw.load_run(run_dir)
     splits = pd.read_csv(run_dir / "splits.csv")
     frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     test_rows = frame.iloc[splits[splits.split == "test"].row.to_numpy() - 1].reset_index(drop=True)
-    test_rows.to_csv(tmp_path / "test_rows.csv", index=False)
-    table = run.predict(tmp_path / "test_rows.csv").table
+    test_rows.to_csv(root / "test_rows.csv", index=False)
+    return run_dir, manifest, root / "test_rows.csv"
+
+
+def test_text_and_tabular_runs_predict_with_their_training_statistics_and_export(reviews, tmp_path):
+    """New rows are decoded with the training split's statistics, so predicting the run's own test rows gives what
+    the model gives its test split; an unseen category and a missing text still predict; both exports match."""
+    run_dir, _, rows = reviews
+    run = mmfw.load_run(run_dir)
+    test_rows = pd.read_csv(rows, dtype=str, keep_default_na=False)
+    table = run.predict(rows).table
     logits = run.logits(run.datamodule.dataset("test"))
     expected = torch.sigmoid(logits.reshape(-1)).numpy()
     probability = table[[c for c in table.columns if c.startswith("p_")]].to_numpy(float)
@@ -211,3 +220,31 @@ def test_text_and_tabular_runs_predict_with_their_training_statistics_and_export
         export_run(run_dir, format=fmt, out=tmp_path / fmt)
         record = json.loads((tmp_path / fmt / "export.json").read_text())
         assert record["check"]["max_abs_difference"] <= 1e-4, fmt
+
+
+def test_a_run_folder_predicts_alone_once_its_training_data_is_gone(reviews, tmp_path):
+    """The training split's fitted preprocessing (tokenizer, tabular statistics, task) is saved in the run folder:
+    with the manifest and its cache gone, mmfw-predict on a file elsewhere gives the predictions made before. A run
+    folder without that file (written before it existed) still rebuilds them from its training manifest."""
+    run_dir, manifest, rows = reviews
+    before = pd.read_csv(predict_run(run_dir, rows, out=tmp_path / "before", accelerator="cpu"))
+    moved = tmp_path / "moved" / manifest.name
+    moved.parent.mkdir()
+    new_rows = tmp_path / "elsewhere" / "new_rows.csv"
+    new_rows.parent.mkdir()
+    new_rows.write_bytes(rows.read_bytes())
+    manifest.rename(moved)
+    shutil.rmtree(manifest.parent / "cache")
+    try:
+        alone = pd.read_csv(predict_run(run_dir, new_rows, out=tmp_path / "alone", accelerator="cpu"))
+        pd.testing.assert_frame_equal(alone, before)
+        (run_dir / "preprocessing.pt").rename(tmp_path / "preprocessing.pt")  # an older run folder: rebuilt
+        with pytest.raises(ManifestError, match="manifest file not found"):
+            mmfw.load_run(run_dir)
+    finally:
+        moved.rename(manifest)
+    try:
+        rebuilt = pd.read_csv(predict_run(run_dir, new_rows, out=tmp_path / "rebuilt", accelerator="cpu"))
+        pd.testing.assert_frame_equal(rebuilt, before)
+    finally:
+        (tmp_path / "preprocessing.pt").rename(run_dir / "preprocessing.pt")

@@ -12,7 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from cli_helpers import BIN, QUIET, env_for, mmfw, output, run_json
+from cli_helpers import BIN, env_for, mmfw, output, run_json
+from conftest import TINY_AVDIGITS
 from omegaconf import OmegaConf
 
 from mmfw.runs import callbacks, resume, run_folder
@@ -99,8 +100,7 @@ def test_resume_refuses_a_run_configured_without_the_resume_callbacks(tmp_path):
 
 def test_callbacks_none_gets_no_hidden_callback_and_cannot_be_resumed(tmp_path, avdigits_raw):
     """callbacks=none trains with no mmfw callback (none writes checkpoints/last.ckpt); resume= of it is refused."""
-    quiet = [o for o in QUIET if not o.startswith("callbacks.")]
-    result = mmfw("mmfw-train", *quiet, "callbacks=none", "trainer=cpu", "trainer.max_epochs=1", root=tmp_path)
+    result = mmfw("mmfw-train", *TINY_AVDIGITS, "callbacks=none", "trainer=cpu", "trainer.max_epochs=1", root=tmp_path)
     assert result.returncode == 0, output(result)
     (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     assert run_json(run)["status"] == "completed"
@@ -133,7 +133,7 @@ def test_epoch_seed_makes_each_epochs_order_a_function_of_the_epoch():
 # ---------------------------------------------------------------- real processes
 
 # Enough epochs that a run is still training when it is killed after epoch 1; deterministic CPU kernels.
-RESUMABLE = [*QUIET, "trainer=cpu", "trainer.deterministic=true", "datamodule.batch_size=4"]
+RESUMABLE = [*TINY_AVDIGITS, "trainer=cpu", "trainer.deterministic=true", "datamodule.batch_size=4"]
 RESUMABLE += ["callbacks.model_checkpoint.save_top_k=-1", "callbacks.early_stopping=null"]
 
 

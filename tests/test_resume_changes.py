@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from cli_helpers import QUIET, mmfw, output, run_json
+from cli_helpers import mmfw, output, run_json
+from conftest import TINY_AVDIGITS
 from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
 
@@ -160,7 +161,7 @@ def test_unchanged_configuration_restores_the_checkpoint_exactly():
 
 # ---------------------------------------------------------------- real processes
 
-FAST = [*QUIET, "trainer=cpu", "callbacks.early_stopping=null", "datamodule.batch_size=10"]
+FAST = [*TINY_AVDIGITS, "trainer=cpu", "callbacks.early_stopping=null", "datamodule.batch_size=10"]
 
 
 @pytest.fixture(scope="module")

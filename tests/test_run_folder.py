@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from cli_helpers import QUIET, mmfw, output
+from cli_helpers import mmfw, output
+from conftest import TINY_AVDIGITS
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -98,7 +99,9 @@ def test_only_rank_zero_writes_the_runs_hydra_config(env, output_subdir, monkeyp
 def test_cli_refuses_a_finished_run_folder_before_hydra_writes_into_it(tmp_path):
     run = finished_run(tmp_path / "run")
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    result = mmfw("mmfw-train", f"hydra.run.dir={run}", *QUIET, "trainer.max_epochs=1", "logger=csv", root=tmp_path)
+    result = mmfw(
+        "mmfw-train", f"hydra.run.dir={run}", *TINY_AVDIGITS, "trainer.max_epochs=1", "logger=csv", root=tmp_path
+    )
     assert result.returncode != 0
     assert f"resume={run}" in output(result) and "already holds a run" in output(result)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # config, run.json untouched

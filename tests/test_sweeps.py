@@ -10,8 +10,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from cli_helpers import BIN, QUIET, env_for, mmfw, only_child, output, run_json
-from conftest import compose_train
+from cli_helpers import BIN, env_for, mmfw, only_child, output, run_json
+from conftest import TINY_AVDIGITS, compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, read_write
@@ -199,7 +199,7 @@ def test_wandb_runs_are_grouped_by_sweep_and_named_by_overrides(tmp_path):
 def test_parallel_grid_sweep_survives_a_nan_job(tmp_path, avdigits_raw):
     """joblib runs two jobs at once; the lr=1e30 job fails with a NaN loss, the other completes."""
     args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.optimizer.lr=1e-3,1e30"]
-    result = mmfw("mmfw-train", *args, "trainer.max_epochs=1", "logger=csv", *QUIET, root=tmp_path)
+    result = mmfw("mmfw-train", *args, "trainer.max_epochs=1", "logger=csv", *TINY_AVDIGITS, root=tmp_path)
     assert result.returncode == 1, output(result)
     sweep_dir = only_child(tmp_path / "logs" / "train" / "multiruns")
     summary = json.loads((sweep_dir / sweep.SUMMARY_FILE).read_text())
@@ -214,7 +214,7 @@ def test_parallel_grid_sweep_survives_a_nan_job(tmp_path, avdigits_raw):
 
 @pytest.mark.slow
 def test_ctrl_c_in_a_sweep_writes_the_summary(tmp_path, avdigits_raw):
-    args = ["-m", "seed=0,1,2", "trainer.max_epochs=1000", "logger=csv", *QUIET]
+    args = ["-m", "seed=0,1,2", "trainer.max_epochs=1000", "logger=csv", *TINY_AVDIGITS]
     command = [str(BIN / "mmfw-train"), *args]
     proc = subprocess.Popen(
         command, cwd=tmp_path, env=env_for(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -237,7 +237,7 @@ def test_ctrl_c_in_a_sweep_writes_the_summary(tmp_path, avdigits_raw):
 
 @pytest.mark.slow
 def test_optuna_sweep_resumes_where_it_stopped(tmp_path, avdigits_raw):
-    args = ["-m", "hparams_search=optuna", "trainer.max_epochs=1", *QUIET]  # W&B (offline) + CSV
+    args = ["-m", "hparams_search=optuna", "trainer.max_epochs=1", *TINY_AVDIGITS]  # W&B (offline) + CSV
     first = mmfw("mmfw-train", *args, "hydra.sweeper.n_trials=2", root=tmp_path)
     assert first.returncode == 0, output(first)
     sweep_dir = only_child(tmp_path / "logs" / "train" / "multiruns")
@@ -256,7 +256,7 @@ def test_optuna_sweep_resumes_where_it_stopped(tmp_path, avdigits_raw):
 
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_a_sweep(tmp_path, avdigits_raw):
-    args = ["-m", "hydra/launcher=submitit_local", "seed=0,1", "trainer.max_epochs=1", "logger=csv", *QUIET]
+    args = ["-m", "hydra/launcher=submitit_local", "seed=0,1", "trainer.max_epochs=1", "logger=csv", *TINY_AVDIGITS]
     result = mmfw("mmfw-train", *args, root=tmp_path)
     assert result.returncode == 0, output(result)
     sweep_dir = only_child(tmp_path / "logs" / "train" / "multiruns")
@@ -274,7 +274,9 @@ def test_a_sweep_rerun_with_other_overrides_leaves_the_jobs_configs_alone(tmp_pa
     job = fake_job(sweep_dir, 0, "completed")  # overrides fusion=f0 seed=0
     (job / ".hydra" / "overrides.yaml").write_text("- fusion=f0\n- seed=0\n")
     before = {p.name: p.read_text() for p in (job / ".hydra").iterdir()}
-    result = mmfw("mmfw-train", "-m", "fusion=late,concat", f"hydra.sweep.dir={sweep_dir}", *QUIET, root=tmp_path)
+    result = mmfw(
+        "mmfw-train", "-m", "fusion=late,concat", f"hydra.sweep.dir={sweep_dir}", *TINY_AVDIGITS, root=tmp_path
+    )
     assert result.returncode != 0, output(result)
     assert "job 0" in output(result) and "fusion=f0 seed=0" in output(result), output(result)
     assert "hydra.sweep.dir" in output(result)

@@ -45,7 +45,7 @@ def test_a_single_run_that_fails_raises_and_records_why(tmp_path):
 @pytest.mark.slow
 def test_bf16_mixed_precision_trains_on_cpu(tmp_path, avdigits_raw):
     overrides = [*TINY_AVDIGITS, "trainer=cpu", "trainer.precision=bf16-mixed", "trainer.max_epochs=1", "logger=csv"]
-    cfg = compose_train([*overrides, "callbacks.rich_progress_bar=null"], tmp_path)
+    cfg = compose_train(overrides, tmp_path)
     score = train(cfg)
     record = read_run_json(tmp_path)
     assert record["status"] == "completed" and score == record["monitor"]["best"]

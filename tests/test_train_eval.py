@@ -27,7 +27,7 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, avdigits_raw):
     run_dir = tmp_path_factory.mktemp("run")
-    cfg = compose_train([*TINY_AVDIGITS, "trainer.max_epochs=2", "callbacks.rich_progress_bar=null"], run_dir)
+    cfg = compose_train([*TINY_AVDIGITS, "trainer.max_epochs=2"], run_dir)
     (run_dir / ".hydra").mkdir()
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")  # what Hydra writes before the job starts
     score = train(cfg)

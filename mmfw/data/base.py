@@ -87,7 +87,8 @@ class MultimodalDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers, self.pin_memory, self.seed = batch_size, num_workers, pin_memory, seed
         self.skipped: list[dict[str, Any]] = []  # bad rows dropped (file, row, column, reason): skipped_samples.json
         self.truncated: dict[str, int] = {}  # per text modality, the texts cut to the tokenizer's length
-        self.fold: dict[str, int] | None = None  # {"fold": i, "folds": K} when the split is a cross-validation fold
+        # {"fold": i, "folds": K} when the split is a cross-validation fold (AV-digits adds "val_speaker", a name)
+        self.fold: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ what a subclass provides
     @property
@@ -128,6 +129,10 @@ class MultimodalDataModule(pl.LightningDataModule):
     def write_splits(self, path: Path) -> None:
         """Write which source row went to which split (a datamodule with source rows overrides this)."""
 
+    def save_preprocessing(self, path: Path) -> None:
+        """Write the training split's fitted preprocessing that :meth:`decode_new_rows` needs, so that a run folder
+        predicts alone (a datamodule that decodes new rows overrides this)."""
+
     # ------------------------------------------------------------------ loaders
     def loader(self, dataset: Dataset, *, shuffle: bool, pin_memory: bool | None = None) -> DataLoader:
         """Batches of ``dataset`` that carry this datamodule's modality order (``batch["modalities"]``)."""
@@ -158,3 +163,82 @@ class MultimodalDataModule(pl.LightningDataModule):
         if modality not in self.modalities:
             raise ValueError(f"{modality!r} is not a modality of this run ({self.modalities})")
         return self.loader(self.corrupted_dataset(split, modality, corrupt), shuffle=False, pin_memory=False)
+
+
+class WrappedDataModule(pl.LightningDataModule):
+    """A datamodule that serves other batches over a run's datamodule (``inner``, a :class:`MultimodalDataModule`):
+    frozen-encoder features added (:class:`mmfw.feature_cache.FeatureCacheDataModule`), or pairs of its samples
+    (:class:`mmfw.objectives.pairs.PairDataModule`).
+
+    The model, the run records and the robustness sweep read the datamodule contract from the wrapper, so it offers
+    the inner datamodule's (``modalities``, ``task``, ``encoder_inputs``, ``modality_kinds``, ``skipped``,
+    ``truncated``, ``fold``, ``write_splits``, ``save_preprocessing``, ``raw_texts``) and forwards Lightning's data
+    hooks to it; a subclass provides its loaders and overrides what it serves differently.
+    """
+
+    def __init__(self, inner: MultimodalDataModule) -> None:
+        super().__init__()
+        self.inner = inner
+
+    # ------------------------------------------------------------------ the datamodule contract: the inner one's
+    @property
+    def modalities(self) -> list[str]:
+        return self.inner.modalities
+
+    @property
+    def task(self) -> TaskSpec:
+        return self.inner.task
+
+    @property
+    def encoder_inputs(self) -> dict[str, dict[str, Any]]:
+        return self.inner.encoder_inputs
+
+    @property
+    def modality_kinds(self) -> dict[str, str]:
+        return self.inner.modality_kinds
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        return self.inner.skipped
+
+    @property
+    def truncated(self) -> dict[str, int]:
+        return self.inner.truncated
+
+    @property
+    def fold(self) -> dict[str, Any] | None:
+        return self.inner.fold
+
+    def write_splits(self, path: Path) -> None:
+        self.inner.write_splits(path)
+
+    def save_preprocessing(self, path: Path) -> None:
+        self.inner.save_preprocessing(path)
+
+    def raw_texts(self, split: str, modality: str) -> list[str] | None:
+        return self.inner.raw_texts(split, modality)
+
+    # ------------------------------------------------------------------ lightning: the inner one's
+    def prepare_data(self) -> None:
+        self.inner.prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        self.inner.setup(stage)
+
+    def teardown(self, stage: str | None = None) -> None:
+        self.inner.teardown(stage)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state_dict)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return self.inner.on_before_batch_transfer(batch, dataloader_idx)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return self.inner.transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return self.inner.on_after_batch_transfer(batch, dataloader_idx)

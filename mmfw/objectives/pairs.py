@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils.collate import default_collate
 
-from mmfw.contracts import MODALITIES_KEY, TaskSpec
-from mmfw.data.base import SPLITS
+from mmfw.contracts import MODALITIES_KEY
+from mmfw.data.base import SPLITS, WrappedDataModule
 from mmfw.data.manifest.reader import read_manifest
 from mmfw.objectives.preference import PairsError, Ties, pairs_from_ratings, read_pairs
+
+if TYPE_CHECKING:
+    from mmfw.data.manifest import ManifestDataModule
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class PairCollate:
         return batch
 
 
-class PairDataModule(pl.LightningDataModule):
+class PairDataModule(WrappedDataModule):
     """Pairs of a manifest's samples, per split (see the module docstring).
 
     Args:
@@ -98,59 +99,28 @@ class PairDataModule(pl.LightningDataModule):
         ties: Ties = "drop",
         max_pairs: int | None = None,
     ) -> None:
-        super().__init__()
         if (file is None) == (from_column is None):
             raise PairsError("objective=preference needs pairs: set objective.pairs.file=<pairs manifest> or "
                              "objective.pairs.from_column=<rating column> (one of them)")  # fmt: skip
         if not hasattr(samples, "split_rows"):
             raise PairsError(f"objective=preference pairs rows of a manifest: datamodule={type(samples).__name__} "
                              "has none; use datamodule=manifest")  # fmt: skip
-        self.samples = samples
+        super().__init__(samples)
         self.file, self.id_column, self.from_column = file, id_column, from_column
         self.order, self.group, self.ties, self.max_pairs = order, list(group or []), ties, max_pairs
         self.pairs: dict[str, pd.DataFrame] = {}
 
-    # ------------------------------------------------------------------ the datamodule contract: the samples'
     @property
-    def modalities(self) -> list[str]:
-        return self.samples.modalities
-
-    @property
-    def task(self) -> TaskSpec:
-        return self.samples.task
-
-    @property
-    def encoder_inputs(self) -> dict[str, dict[str, Any]]:
-        return self.samples.encoder_inputs
-
-    @property
-    def modality_kinds(self) -> dict[str, str]:
-        return self.samples.modality_kinds
-
-    @property
-    def skipped(self) -> list[dict[str, Any]]:
-        return self.samples.skipped
-
-    @property
-    def truncated(self) -> dict[str, int]:
-        return self.samples.truncated
-
-    @property
-    def fold(self) -> dict[str, int] | None:
-        return self.samples.fold
-
-    def write_splits(self, path: Path) -> None:
-        self.samples.write_splits(path)
+    def samples(self) -> ManifestDataModule:
+        """The sample datamodule the pairs are drawn from (the wrapped one)."""
+        return self.inner
 
     def raw_texts(self, split: str, modality: str) -> list[str] | None:
         return None  # the pair datasets' items are pairs, not the samples' rows
 
     # ------------------------------------------------------------------ pairs
-    def prepare_data(self) -> None:
-        self.samples.prepare_data()
-
     def setup(self, stage: str | None = None) -> None:
-        self.samples.setup(stage)
+        super().setup(stage)
         if self.pairs:
             return
         frame = pd.DataFrame(read_manifest(self.samples.manifest, encoding=self.samples.encoding))

@@ -120,6 +120,7 @@ def export_run(run: str | Path, *, format: str, out: str | Path | None = None, s
     if format not in FORMATS:
         raise ValueError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
     loaded = load_run(run)
+    loaded.require_head("mmfw-export")
     model = loaded.model.cpu().eval()
     batch = example_batch(loaded, samples)
     layout = layout_of(batch, loaded.modalities)

@@ -59,6 +59,7 @@ def fit_and_test(
     state.trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=state.loggers or False)
     record_start(cfg, run_dir, state.loggers, datamodule, dashboard=dashboard, resumed=checkpoint, threads=threads)
     write_splits(datamodule, run_dir)
+    write_preprocessing(datamodule, run_dir)
     # weights_only: checkpoints are data; torch's default can be switched off by TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.
     state.trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     return test_and_record(cfg, run_dir, state.trainer, model, datamodule, state.loggers, dashboard=dashboard)
@@ -139,6 +140,13 @@ def write_splits(datamodule: pl.LightningDataModule, run_dir: Path) -> None:
     """``<run>/splits.csv``: which split each manifest row is in, for a datamodule that can tell
     (``write_splits(path)``)."""
     datamodule.write_splits(run_dir / "splits.csv")
+
+
+@rank_zero_only
+def write_preprocessing(datamodule: pl.LightningDataModule, run_dir: Path) -> None:
+    """``<run>/preprocessing.pt``: the training split's fitted preprocessing, which ``mmfw.load_run`` reads instead
+    of the training data (``save_preprocessing(path)``)."""
+    datamodule.save_preprocessing(run_dir / run_folder.PREPROCESSING)
 
 
 @rank_zero_only

@@ -6,8 +6,9 @@
 
 The model is the run's best checkpoint (loaded as data only, :func:`mmfw.runs.run_folder.load_checkpoint`) in eval
 mode; the preprocessing is the run's datamodule rebuilt from its saved config: the training split's statistics
-(tokenizer, tabular standardisation, label names) come from the datamodule's disk cache, or from decoding the training
-manifest again, exactly as ``mmfw-eval`` rebuilds them. New rows are decoded by those codecs at the run's settings
+(tokenizer, tabular standardisation, label names) come from the run folder's ``preprocessing.pt``, so the training
+data may be gone; a run folder written before that file existed rebuilds them from the datamodule's disk cache or
+the training manifest, as ``mmfw-eval`` does. New rows are decoded by those codecs at the run's settings
 (image size, audio features), so a sample is what the model saw in training.
 """
 
@@ -106,6 +107,17 @@ class LoadedRun:
         outputs = trainer.predict(self.model, dataloaders=loader)
         return torch.cat([o.float().cpu() for o in outputs])
 
+    def require_head(self, command: str) -> None:
+        """Refuse a run whose objective trains encoders only (``objective=contrastive``): it has no fusion and head,
+        so nothing to predict or export."""
+        if self.model.objective.head_outputs is None:
+            raise ValueError(
+                f"{command}: {self.run_dir} was trained with objective={type(self.model.objective).__name__.lower()}, "
+                "which aligns the encoders and has no fusion or head to predict with. Use its encoders in a "
+                "classifier (`mmfw-train encoder.<modality>.init_from=<this run>`), or `mmfw-eval run=<this run>` "
+                "for its retrieval metrics."
+            )
+
     def predict(
         self,
         data: str | Path,
@@ -117,6 +129,7 @@ class LoadedRun:
     ) -> Predictions:
         """Predictions for every readable row of ``data`` (see :class:`Predictions`); ``id_column`` is copied from the
         file into the table."""
+        self.require_head("mmfw-predict")
         rows = self.decode(data, on_bad_sample=on_bad_sample)
         if id_column is not None and not any(id_column in r for r in rows.records):
             raise ValueError(f"id_column={id_column!r} is not a column of {rows.file}")
@@ -139,8 +152,9 @@ def load_run(path: str | Path, *, ckpt: str | Path = "best") -> LoadedRun:
     """The run in folder ``path``: its ``ckpt`` (``best``: the one run.json records, else last.ckpt with a warning)
     loaded as data only into the model its config builds, and its datamodule set up with the training statistics.
 
-    The run's preprocessing is rebuilt from its training data (the datamodule's disk cache, else its manifest), like
-    ``mmfw-eval`` does: that data must still be where the run's ``resolved_config.yaml`` says.
+    The run's preprocessing is read from its ``preprocessing.pt``; the training data is read only for its splits
+    (``datamodule.dataset``), or, in a run folder without that file, to rebuild the preprocessing as ``mmfw-eval``
+    does: then it must still be where the run's ``resolved_config.yaml`` says.
     """
     run_dir = run_folder.check_run_folder(str(path))
     cfg = load_run_config(run_dir)
@@ -152,6 +166,8 @@ def load_run(path: str | Path, *, ckpt: str | Path = "best") -> LoadedRun:
         cfg.feature_cache = False  # the model runs its frozen encoders itself: new rows have no cached features
         if cfg.get("objective") is not None and cfg.objective.get("pairs") is not None:
             cfg.objective.pairs = None  # a reward model scores single samples: the sample datamodule, not its pairs
+        if (run_dir / run_folder.PREPROCESSING).is_file():
+            cfg.datamodule.preprocessing = str(run_dir / run_folder.PREPROCESSING)
     datamodule, model = build(cfg, stage="test")
     model.load_state_dict(state["state_dict"])
     model.eval()

@@ -4,6 +4,8 @@
 <run>/resolved_config.yaml                   every interpolation resolved, plus the data-derived `data` node
 <run>/run.json                               status, git commit, W&B run id, best checkpoint, final metrics
 <run>/packages.txt                           installed package versions
+<run>/preprocessing.pt                       a manifest run's fitted preprocessing (tokenizer, tabular statistics),
+                                             so that mmfw-predict needs no training data
 <run>/checkpoints/{epoch_XXX,last}.ckpt      best and last checkpoints (last: what `resume=<run>` continues)
 <run>/csv/metrics.csv                        every logged metric
 <run>/.disk_reserve                          space kept free while the run is running, for its final record
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 RUN_JSON = "run.json"
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 RESOLVED_CONFIG = "resolved_config.yaml"
+PREPROCESSING = "preprocessing.pt"
 CHECKPOINT_DIR = "checkpoints"
 RESERVE = ".disk_reserve"
 # Far more than a final run.json needs; random bytes, so no file system can store it compressed or sparse.

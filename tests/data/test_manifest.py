@@ -365,7 +365,14 @@ def test_missing_manifest(tmp_path):
 
 def test_configured_column_absent_from_file(tmp_path):
     rows = [{k: v for k, v in r.items() if k != "color"} for r in make_rows(tmp_path)]
-    expect_error(write_manifest(tmp_path, rows), None, "color", "datamodule.columns.meta is not in the file")
+    err = expect_error(write_manifest(tmp_path, rows), None, "color", "datamodule.columns.meta is not in the file")
+    assert "column 'color' named in datamodule.columns.meta is not in the file; its columns are [" in str(err)
+
+
+def test_target_column_absent_from_file(tmp_path):
+    rows = [{k: v for k, v in r.items() if k != "label"} for r in make_rows(tmp_path)]
+    err = expect_error(write_manifest(tmp_path, rows), None, "label", r"target column 'label' \(datamodule.target\)")
+    assert "target column 'label' (datamodule.target) is not in the file; its columns are [" in str(err)
 
 
 def test_target_missing_in_a_row(tmp_path):

@@ -7,7 +7,7 @@ import json
 import pytest
 import pytorch_lightning as pl
 import torch
-from cli_helpers import QUIET, mmfw, only_child, output, run_json
+from cli_helpers import mmfw, only_child, output, run_json
 from conftest import TINY_AVDIGITS, compose_train
 
 from mmfw.objectives.classify import Classify
@@ -93,7 +93,9 @@ def test_contrastive_needs_two_modalities(tmp_path, avdigits_raw):
 def aligned_run(tmp_path_factory, avdigits_raw):
     """A completed contrastive run folder (best checkpoint, resolved config)."""
     root = tmp_path_factory.mktemp("aligned")
-    result = mmfw("mmfw-train", "objective=contrastive", "trainer.max_epochs=1", "logger=csv", *QUIET, root=root)
+    result = mmfw(
+        "mmfw-train", "objective=contrastive", "trainer.max_epochs=1", "logger=csv", *TINY_AVDIGITS, root=root
+    )
     assert result.returncode == 0, output(result)
     return only_child(root / "logs" / "train" / "runs")
 
@@ -106,6 +108,16 @@ def test_eval_reproduces_a_contrastive_runs_test_metrics(aligned_run):
     again = evaluate(str(aligned_run), accelerator="cpu")
     for name in ("test/recall@1", "test/median_rank_audio_to_image", "test/zeroshot_acc"):
         assert again[name] == pytest.approx(logged[name], abs=1e-5), name
+
+
+def test_predict_and_export_of_a_contrastive_run_say_what_to_use_instead(aligned_run, tmp_path):
+    """An aligned run has encoders only: predicting or exporting it is refused with what to do, not a traceback."""
+    result = mmfw("mmfw-predict", f"run={aligned_run}", f"data={tmp_path / 'rows.csv'}", root=tmp_path)
+    assert result.returncode != 0 and "objective=contrastive" in output(result)
+    assert "init_from" in output(result), output(result)
+    result = mmfw("mmfw-export", f"run={aligned_run}", "format=onnx", root=tmp_path)
+    assert result.returncode != 0 and "mmfw-export" in output(result) and "objective=contrastive" in output(result)
+    assert not (aligned_run / "export").exists()
 
 
 def test_init_from_loads_only_that_encoders_weights(aligned_run, tmp_path):
@@ -146,7 +158,7 @@ def test_linear_probe_trains_only_the_head(aligned_run, tmp_path):
 
 @pytest.mark.slow
 def test_contrastive_under_ddp_cpu_completes(tmp_path, avdigits_raw):
-    result = mmfw("mmfw-train", "objective=contrastive", "trainer=ddp_cpu", "trainer.max_epochs=1", *QUIET,
+    result = mmfw("mmfw-train", "objective=contrastive", "trainer=ddp_cpu", "trainer.max_epochs=1", *TINY_AVDIGITS,
                   root=tmp_path, timeout=300)  # fmt: skip
     assert result.returncode == 0, output(result)
     run = only_child(tmp_path / "logs" / "train" / "runs")

@@ -9,9 +9,11 @@ import importlib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, compose_train
 
 from mmfw.objectives.pairs import PairDataModule
+from mmfw.objectives.preference import Preference
+from mmfw.train import build
 
 LEVELS = ["negative", "neutral", "positive"]
 
@@ -88,3 +90,25 @@ def test_the_bradley_terry_model_sees_both_orientations(pair_baselines):
     expected = np.array([[6, 6, 6], [-6, -6, -6], [-6, -6, -6], [6, 6, 6]], dtype=np.float32)
     np.testing.assert_array_equal(design.toarray(), expected)
     np.testing.assert_array_equal(labels, [1, 1, 0, 0])
+
+
+def test_the_preference_preset_trains_on_the_pairs_the_baselines_score(pair_baselines, tmp_path):
+    """experiment=drug_reviews_preference (the README's reward model) builds the pairs bench/pair_baselines.py
+    scores, a scalar reward head, and trains."""
+    import pytorch_lightning as pl
+    import torch
+
+    write_reviews(tmp_path)
+    manifest = [f"datamodule.manifest={tmp_path / 'reviews.csv'}", "encoder.text.min_df=1"]
+    cfg = compose_train(["experiment=drug_reviews_preference", *manifest], tmp_path / "run")
+    datamodule, model = build(cfg)
+    assert isinstance(model.objective, Preference) and model.head.out_features == 1
+    assert cfg.monitor.metric == "val/pair_acc"
+    scored = pair_baselines.pair_datamodule([*pair_baselines.README_OVERRIDES, *manifest], tmp_path / "bench")
+    for split in ("train", "val", "test"):
+        assert datamodule.pairs[split].equals(scored.pairs[split])
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu", default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(model, datamodule=datamodule)
+    assert torch.isfinite(trainer.callback_metrics["val/pair_acc"])

@@ -22,7 +22,7 @@ from mmfw.contracts import KINDS, TASK_KINDS, TaskSpec
 from mmfw.data.base import SPLITS, MultimodalDataModule, TensorDictDataset
 from mmfw.data.manifest.build import SplitPlan, build_samples
 from mmfw.data.manifest.codecs import DecodeSettings, ManifestFiles, codec_class, make_codecs
-from mmfw.data.manifest.new_rows import NewRows, decode_new_rows
+from mmfw.data.manifest.new_rows import FITTED_KEYS, NewRows, decode_new_rows, read_fitted, save_fitted
 from mmfw.data.manifest.reader import ManifestError, is_missing, plain, read_manifest, sha256_file
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,9 @@ class ManifestDataModule(MultimodalDataModule):
         batch_size: per-device batch size.
         num_workers: dataloader worker processes.
         pin_memory: pin batches in page-locked memory.
+        preprocessing: a run folder's ``preprocessing.pt`` (:meth:`save_preprocessing`): the task, encoder inputs
+            and fitted codecs are taken from it, and the manifest is read only when a split is asked for, so that
+            :meth:`decode_new_rows` works once the training data is gone (set by :func:`mmfw.load_run`).
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class ManifestDataModule(MultimodalDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         pin_memory: bool = False,
+        preprocessing: str | None = None,
     ) -> None:
         self.manifest = Path(os.path.normpath(Path(manifest).expanduser().absolute()))
         self.encoding = _check_encoding(encoding)
@@ -163,6 +167,8 @@ class ManifestDataModule(MultimodalDataModule):
         self.split_rows: dict[str, list[int]] = {}
         self._data: dict[str, Any] | None = None
         self._task: TaskSpec | None = None
+        self._encoder_inputs: dict[str, dict[str, Any]] = {}
+        self.preprocessing = Path(preprocessing) if preprocessing else None
 
     # ------------------------------------------------------------------ what the model needs to know
     @property
@@ -175,9 +181,9 @@ class ManifestDataModule(MultimodalDataModule):
     @property
     def encoder_inputs(self) -> dict[str, dict[str, Any]]:
         """Per selected modality, the data-dependent keyword arguments of its encoder."""
-        if self._data is None:
+        if self._task is None:
             raise RuntimeError("ManifestDataModule.encoder_inputs is known after prepare_data()/setup()")
-        return {m: dict(self._data["encoder_inputs"][m]) for m in self.modalities}
+        return {m: dict(self._encoder_inputs[m]) for m in self.modalities}
 
     @property
     def modality_kinds(self) -> dict[str, str]:
@@ -187,17 +193,16 @@ class ManifestDataModule(MultimodalDataModule):
     # ------------------------------------------------------------------ lightning
     def prepare_data(self) -> None:
         """Decode everything once (or load it from the cache); other processes then hit the disk cache."""
-        self._load_or_build()
+        self._load()
 
     def setup(self, stage: str | None = None) -> None:
-        self._load_or_build()
+        self._load()
 
     def dataset(self, split: str) -> TensorDictDataset:
         """The samples of ``split`` with the selected modalities only."""
-        if self._data is None:
-            raise RuntimeError(f"call setup() before asking for the {split} data")
-        part = self._data["splits"][split]
-        index = [self._data["modalities"].index(m) for m in self.modalities]
+        data = self._load_or_build()  # after setup(), what it read; restored from `preprocessing`: read now
+        part = data["splits"][split]
+        index = [data["modalities"].index(m) for m in self.modalities]
         views = {m: self.codecs[k].view for m, k in self.modality_kinds.items() if self.codecs[k].view is not None}
         inputs = {m: part["inputs"][m] for m in self.modalities}
         return TensorDictDataset(inputs, part["mask"][:, index].contiguous(), part["target"], views)
@@ -214,6 +219,7 @@ class ManifestDataModule(MultimodalDataModule):
 
     def _cells(self, split: str, modality: str) -> list[Any]:
         """The raw cells of a single-column ``modality`` in ``split``, in dataset order."""
+        self._load_or_build()
         records = read_manifest(self.manifest, encoding=self.encoding)
         column = self.columns[modality]["column"]
         return [records[row - 1].get(column) for row in self.split_rows[split]]
@@ -227,7 +233,7 @@ class ManifestDataModule(MultimodalDataModule):
     def decode_new_rows(self, manifest: str | Path, *, on_bad_sample: str | None = None) -> NewRows:
         """Another manifest's rows through this run's preprocessing (:mod:`~mmfw.data.manifest.new_rows`), for
         prediction; ``on_bad_sample`` None: this datamodule's setting."""
-        self._load_or_build()
+        self._load()
         return decode_new_rows(self, manifest, on_bad_sample=on_bad_sample or self.plan.on_bad_sample)
 
     # ------------------------------------------------------------------ robustness hook (mmfw.robustness)
@@ -244,10 +250,24 @@ class ManifestDataModule(MultimodalDataModule):
                                           corrupt)  # fmt: skip
         return base.replace(modality, decoded, present)
 
+    def save_preprocessing(self, path: Path) -> None:
+        """``path``: the training split's fitted preprocessing (task, encoder inputs, codec states), which
+        :meth:`decode_new_rows` needs and the run folder keeps (``preprocessing=`` reads it back)."""
+        data = self._load_or_build()
+        save_fitted(path, {key: data[key] for key in FITTED_KEYS})
+
     # ------------------------------------------------------------------ cache
-    def _load_or_build(self) -> None:
+    def _load(self) -> None:
+        """What the model and new rows need: from ``preprocessing`` when given (no data read), else the data."""
+        if self.preprocessing is None:
+            self._load_or_build()
+        elif self._task is None:
+            self._adopt_fitted(read_fitted(self.preprocessing))
+
+    def _load_or_build(self) -> dict[str, Any]:
+        """The decoded samples (splits, statistics), from the disk cache or decoded now; read once."""
         if self._data is not None:
-            return
+            return self._data
         records = read_manifest(self.manifest, encoding=self.encoding)
         self._check_header(records)
         key = self._cache_key(records)
@@ -267,6 +287,7 @@ class ManifestDataModule(MultimodalDataModule):
                 torch.save(data, tmp)
                 os.replace(tmp, path)  # atomic: concurrent runs never read a half-written file
         self._adopt(data)
+        return data
 
     def _cache_key(self, records: list[dict[str, Any]]) -> str:
         keys = {kind: codec.cache_key(records) for kind, codec in self.codecs.items()}
@@ -274,14 +295,18 @@ class ManifestDataModule(MultimodalDataModule):
                           sort_keys=True)  # fmt: skip
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
+    def _adopt_fitted(self, fitted: dict[str, Any]) -> None:
+        task = fitted["task"]
+        self._task = TaskSpec(task["kind"], int(task["num_outputs"]), task["class_names"])
+        self._encoder_inputs = {m: dict(inputs) for m, inputs in fitted["encoder_inputs"].items()}
+        for kind, codec in self.codecs.items():
+            codec.restore(fitted["codec_state"][kind])
+
     def _adopt(self, data: dict[str, Any]) -> None:
         self._data = data
-        task = data["task"]
-        self._task = TaskSpec(task["kind"], int(task["num_outputs"]), task["class_names"])
+        self._adopt_fitted(data)
         self.skipped = [dict(s) for s in data["skipped"]]
         self.split_rows = {s: data["splits"][s]["rows"].tolist() for s in SPLITS}
-        for kind, codec in self.codecs.items():
-            codec.restore(data["codec_state"][kind])
         if self.skipped:
             listed = "; ".join(f"row {s['row']} column {s['column']!r}: {s['reason']}" for s in self.skipped[:100])
             more = f"; ... and {len(self.skipped) - 100} more" if len(self.skipped) > 100 else ""
@@ -302,22 +327,18 @@ class ManifestDataModule(MultimodalDataModule):
         log.info("manifest %s: %s samples%s, task %s", self.manifest, sizes, fold, self._task)
 
     def _check_header(self, records: list[dict[str, Any]]) -> None:
+        """Every column the config names is in the file: a typo fails here, naming its config key."""
         present = set().union(*(r.keys() for r in records))
-        for name, spec in self.columns.items():
-            for column in codec_class(spec["kind"]).columns(spec):
-                if column not in present:
-                    raise ManifestError(
-                        f"column {column!r} named in datamodule.columns.{name} is not in the file; "
-                        f"its columns are {sorted(present)}",
-                        file=self.manifest, column=column,
-                    )  # fmt: skip
-        for column in self.target:
+        named = [
+            (column, f"column {column!r} named in datamodule.columns.{name}")
+            for name, spec in self.columns.items()
+            for column in codec_class(spec["kind"]).columns(spec)
+        ]
+        named += [(column, f"target column {column!r} (datamodule.target)") for column in self.target]
+        for column, where in named:
             if column not in present:
-                raise ManifestError(
-                    f"target column {column!r} (datamodule.target) is not in the file; its columns are "
-                    f"{sorted(present)}",
-                    file=self.manifest, column=column,
-                )  # fmt: skip
+                raise ManifestError(f"{where} is not in the file; its columns are {sorted(present)}",
+                                    file=self.manifest, column=column)  # fmt: skip
 
 
 def check_columns(columns: dict[str, Any]) -> dict[str, dict[str, Any]]:

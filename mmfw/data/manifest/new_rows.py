@@ -1,6 +1,10 @@
 """New rows through a trained run's preprocessing: the rows of another manifest decoded by the codecs the run fitted
 on its training split (tokenizer, tabular statistics) at its settings (image size, audio features), for prediction.
 
+The fitted preprocessing (task, encoder inputs, codec states: tokenizer, tabular statistics) is also saved into the
+run folder (``preprocessing.pt``, :func:`save_fitted`), so that a run folder predicts alone once its training data is
+moved or deleted.
+
 A new file needs no target or split column. A cell that is empty masks that modality of the row; a column the file
 does not have at all masks that modality in every row (with a warning). Rows that cannot be decoded are treated as
 in training: ``on_bad_sample: error`` raises :class:`ManifestError` naming the file, row and column; ``skip`` drops
@@ -10,6 +14,8 @@ them and lists them.
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +31,9 @@ if TYPE_CHECKING:
     from mmfw.data.manifest.datamodule import ManifestDataModule
 
 log = logging.getLogger(__name__)
+
+FITTED_KEYS = ("task", "encoder_inputs", "codec_state")  # of the decoded data: what new rows and the model need
+_FITTED_VERSION = 1
 
 
 @dataclass
@@ -106,3 +115,20 @@ def _warn_absent_columns(path: Path, records: list[dict[str, Any]], columns: dic
         if absent:
             log.warning("%s has no column(s) %s of modality %r: read as empty cells in every row (a modality whose "
                         "cells are all empty is masked)", path, absent, m)  # fmt: skip
+
+
+def save_fitted(path: str | Path, fitted: dict[str, Any]) -> None:
+    """``path`` holding ``fitted`` (:data:`FITTED_KEYS`), written atomically: a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    torch.save({"version": _FITTED_VERSION, **fitted}, tmp)
+    os.replace(tmp, path)
+
+
+def read_fitted(path: str | Path) -> dict[str, Any]:
+    """What :func:`save_fitted` wrote (loaded as data only: tensors, strings, numbers)."""
+    fitted = torch.load(path, weights_only=True)
+    if fitted.get("version") != _FITTED_VERSION:
+        raise ValueError(f"{path} holds preprocessing version {fitted.get('version')}, this mmfw reads "
+                         f"{_FITTED_VERSION}: delete it to rebuild it from the training data")  # fmt: skip
+    return fitted

@@ -27,7 +27,8 @@ def wandb_offline_run(run_dir: Path, run_id: str) -> dict:
     """An offline W&B run as the dashboard will show it after `wandb sync`: run fields, config, last summary."""
     (log_file,) = (run_dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
     # wandb-core writes the file from its own process: on a loaded machine the records can land a moment after
-    # `run.finish()` returned (seen under `pytest -n 2` beside other jobs); wait for its exit record (the last one), then read all.
+    # `run.finish()` returned (seen under `pytest -n 2` beside other jobs); wait for its exit record (the last one),
+    # then read all.
     deadline = time.monotonic() + 60
     while (
         not any(r.WhichOneof("record_type") == "exit" for r in wandb_records(log_file)) and time.monotonic() < deadline

@@ -18,7 +18,6 @@ from mmfw.data.text import (
     NgramTokenizer,
     build_text_tokenizer,
     encode_padded,
-    load_pretrained_tokenizer,
     ngram_document_frequencies,
     tokenize_padded,
     tokenizer_spec_fingerprint,
@@ -40,16 +39,8 @@ class Codec(ColumnCodec):
     def fit(self, values: dict[str, list[Any]], train: Sequence[int]) -> None:
         """One tokenizer for every text column (a BPE learns from all their training texts, column by column)."""
         texts = [values[m][i] for m in self.specs for i in train]
+        self.tokenizer = self._build_tokenizer([t for t in texts if t is not None])
         s = self.settings
-        self.tokenizer = build_text_tokenizer(
-            s.text_tokenizer,
-            [t for t in texts if t is not None],
-            bpe_vocab_size=s.bpe_vocab_size,
-            max_len=s.text_len,
-            ngram_buckets=s.ngram_buckets,
-            ngram_unique=s.ngram_unique,
-            ngram_split_kinds=s.ngram_split_kinds,
-        )
         self.document_frequencies = {}
         if isinstance(self.tokenizer, NgramTokenizer):  # the n-gram bag's IDF / min_df (encoders.ngram_text)
             for m in self.specs:
@@ -64,21 +55,20 @@ class Codec(ColumnCodec):
         return self.tokenizer.to_str() if self.settings.text_tokenizer == "bpe" else None
 
     def restore(self, state: str | None) -> None:
-        spec = self.settings.text_tokenizer
-        if spec == "bytes":
-            self.tokenizer = ByteTokenizer()
-        elif spec == "ngrams":
-            s = self.settings
-            self.tokenizer = NgramTokenizer(
-                buckets=s.ngram_buckets, unique=s.ngram_unique, split_kinds=s.ngram_split_kinds
-            )
-        elif spec == "bpe":
+        if self.settings.text_tokenizer == "bpe":
             from tokenizers import Tokenizer
 
             source = "bpe trained on the training split"
             self.tokenizer = HFTokenizer(Tokenizer.from_str(state), pad_token="[PAD]", source=source)
-        else:  # the cache key holds a digest of its files: it is the same one
-            self.tokenizer = load_pretrained_tokenizer(spec[3:])
+        else:  # rebuilt from the settings (an hf: tokenizer: the cache key holds a digest of its files)
+            self.tokenizer = self._build_tokenizer([])
+
+    def _build_tokenizer(self, train_texts: list[str]) -> ByteTokenizer | HFTokenizer | NgramTokenizer:
+        """The settings' tokenizer; a ``bpe`` is trained on ``train_texts`` (training split only)."""
+        s = self.settings
+        return build_text_tokenizer(s.text_tokenizer, train_texts, bpe_vocab_size=s.bpe_vocab_size, max_len=s.text_len,
+                                    ngram_buckets=s.ngram_buckets, ngram_unique=s.ngram_unique,
+                                    ngram_split_kinds=s.ngram_split_kinds)  # fmt: skip
 
     def assemble(self, modality: str, column: list[Any]) -> tuple[torch.Tensor, dict[str, int]]:
         present = np.array([v is not None for v in column], dtype=bool)

@@ -40,11 +40,10 @@ def config_groups(config_dir: Path) -> dict[str, list[str]]:
     return groups
 
 
-def default_options(config_dir: Path, config_name: str) -> dict[str, str | None]:
-    """``group -> option`` from ``<config_name>.yaml``'s ``defaults`` list (``experiment: null`` -> None)."""
-    defaults = (yaml.safe_load((config_dir / f"{config_name}.yaml").read_text()) or {}).get("defaults", [])
+def default_options(primary: dict) -> dict[str, str | None]:
+    """``group -> option`` from the primary config's ``defaults`` list (``experiment: null`` -> None)."""
     chosen = {}
-    for entry in defaults:
+    for entry in primary.get("defaults", []):
         if not isinstance(entry, dict):
             continue  # _self_
         for key, option in entry.items():
@@ -53,16 +52,16 @@ def default_options(config_dir: Path, config_name: str) -> dict[str, str | None]
     return chosen
 
 
-def top_level_keys(config_dir: Path, config_name: str, groups: dict[str, list[str]]) -> list[str]:
+def top_level_keys(primary: dict, groups: dict[str, list[str]]) -> list[str]:
     """The primary config's own keys (``seed``, ``monitor``, ...), those that no group fills."""
-    data = yaml.safe_load((config_dir / f"{config_name}.yaml").read_text()) or {}
-    return [key for key in data if key != "defaults" and key not in groups]
+    return [key for key in primary if key != "defaults" and key not in groups]
 
 
 def help_text(config_dir: Path, config_name: str, command: str) -> str:
     """What ``<command> --help`` prints for the primary config ``<config_dir>/<config_name>.yaml``."""
     groups = config_groups(config_dir)
-    defaults = default_options(config_dir, config_name)
+    primary = yaml.safe_load((config_dir / f"{config_name}.yaml").read_text()) or {}
+    defaults = default_options(primary)
 
     def line(group: str) -> str:
         options = [f"{option}*" if option == defaults.get(group) else option for option in groups[group]]
@@ -71,7 +70,7 @@ def help_text(config_dir: Path, config_name: str, command: str) -> str:
 
     own = [line(group) for group in groups if group.split("/")[0] != HYDRA_GROUP]
     hydra = [line(group) for group in groups if group.split("/")[0] == HYDRA_GROUP]
-    keys = ", ".join(top_level_keys(config_dir, config_name, groups))
+    keys = ", ".join(top_level_keys(primary, groups))
     return "\n".join(
         [
             f"{command}: compose an experiment from {config_dir}/{config_name}.yaml and its groups (Hydra).",

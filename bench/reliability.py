@@ -327,7 +327,7 @@ def epochs_trained(run_dir: Path) -> int:
 NUMERIC, CATEGORICAL, TARGET = "height_cm", "fur_colour", "species"
 MODALITY_SPEC = {
     "meta": (f"{{kind:tabular,numeric:[{NUMERIC}],categorical:[{CATEGORICAL}]}}", "+encoder/tabular@encoder.meta=mlp"),
-    "image": ("{kind:image,column:img}", None),  # encoder.image (lenet) and encoder.audio (cnn) are the defaults
+    "image": ("{kind:image,column:img}", None),  # encoder.image (lenet) and encoder.audio (gru) are the defaults
     "audio": ("{kind:audio,column:wav}", None),
     "caption": ("{kind:text,column:caption}", "+encoder/text@encoder.caption=transformer"),
 }

@@ -121,7 +121,7 @@ def test_a_two_job_sweep_in_wandb_tensorboard_and_mlflow(tmp_path, avdigits_raw)
         assert (wandb["group"], wandb["job_type"]) == (sweep_dir.name, "train") and f"fusion={fusion}" in wandb["name"]
         assert list(wandb["tags"]) == ["dash", "avdigits"]
         assert config["choice/fusion"] == fusion and config["choice/encoder/image"] == "lenet"
-        assert config["choice/encoder/audio"] == "cnn" and config["choice/experiment"] == "null"
+        assert config["choice/encoder/audio"] == "gru" and config["choice/experiment"] == "null"
         total, trainable = config["model/params/total"], config["model/params/trainable"]
         assert total == trainable > 1000
         assert config["modalities"] == "image,audio" and config["seed"] == 1234

@@ -106,14 +106,22 @@ class RecurrentEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """ids (B, L) or spectrogram (B, C, n_mels, T) → (B, out_dim), or (B, T, out_dim) when ``returns_tokens``."""
         steps, valid = self.sequence(x)
+        if self.embed is None and self.pad_value is None:
+            # Every frame is valid: the packed run below computes the same, slower, and torch.export (mmfw-export
+            # to ONNX) cannot trace packing.
+            hidden, state = self.rnn(self.drop(steps))
+            return self.pool(hidden, state, torch.full(valid.shape[:1], steps.shape[1], device=x.device))
         lengths = valid_lengths(valid)  # (B,)
-        total = steps.shape[1]
         # An empty row runs one (padding) step and is zeroed below: packing cannot hold empty sequences.
         packed = pack_padded_sequence(
             self.drop(steps), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
         )
         out, state = self.rnn(packed)
-        hidden, _ = pad_packed_sequence(out, batch_first=True, total_length=total)  # (B, T, out_dim), 0 past n_b
+        hidden, _ = pad_packed_sequence(out, batch_first=True, total_length=steps.shape[1])  # 0 past n_b
+        return self.pool(hidden, state, lengths)
+
+    def pool(self, hidden: torch.Tensor, state: torch.Tensor | tuple, lengths: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T, out_dim) zero past each row's length, the final state, lengths (B,) → the encoder output."""
         present = (lengths > 0).unsqueeze(-1).to(hidden.dtype)  # (B, 1)
         if self.returns_tokens:
             return hidden * present.unsqueeze(-1)

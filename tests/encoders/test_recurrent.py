@@ -87,6 +87,29 @@ def test_audio_frames_as_a_sequence_and_padding_frames_ignored(cell):
         assert not torch.allclose(enc(spec)[0], out[0])
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_audio_without_padding_is_the_formula_over_every_frame(cell, num_layers):
+    """pad_value None (AV-digits, the default audio encoder): the unpacked run equals the formula on each row."""
+    torch.manual_seed(0)
+    spec = torch.randn(3, 1, 5, 12)
+    for pooling in ("mean", "last"):
+        enc = RecurrentEncoder(cell=cell, n_mels=5, hidden_dim=4, num_layers=num_layers, pooling=pooling).eval()
+        with torch.no_grad():
+            out = enc(spec)
+            for row in range(3):
+                mean, last = direct(enc, spec[row : row + 1, 0].transpose(1, 2))
+                torch.testing.assert_close(out[row], mean if pooling == "mean" else last, atol=1e-6, rtol=1e-5)
+
+
+def test_audio_without_padding_exports():
+    """torch.export (the first step of mmfw-export's ONNX path) traces the default audio encoder."""
+    enc = RecurrentEncoder(cell="gru", n_mels=5, hidden_dim=4).eval()
+    spec = torch.randn(2, 1, 5, 9)
+    exported = torch.export.export(enc, (spec,))
+    torch.testing.assert_close(exported.module()(spec), enc(spec))
+
+
 def test_audio_tokens_are_frames():
     enc = RecurrentEncoder(n_mels=5, in_chans=2, hidden_dim=4, bidirectional=False, returns_tokens=True)
     assert enc(torch.randn(2, 2, 5, 9)).shape == (2, 9, 4)

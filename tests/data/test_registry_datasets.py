@@ -6,7 +6,6 @@ import os
 import shutil
 from pathlib import Path
 
-import hydra
 import pandas as pd
 import pytest
 import torch
@@ -16,6 +15,7 @@ from omegaconf import OmegaConf
 from mmfw.data import registry_datasets as reg
 from mmfw.data.download import DataUnavailableError
 from mmfw.data.manifest import ManifestDataModule
+from mmfw.train import build
 
 SHARED_CACHE = Path(__file__).resolve().parents[2] / "data" / "cache"
 
@@ -92,8 +92,14 @@ def test_emoji_preset_is_fetched_and_built(tmp_path, monkeypatch):
     assert len(table) == 1906 and table.category.nunique() == 9
     assert table.split.value_counts().to_dict() == {"train": 1334, "val": 286, "test": 286}
     assert (manifest.parent / table.image[0]).is_file() and table.name[0] == "grinning face"
-    datamodule = hydra.utils.instantiate(cfg.datamodule)
-    datamodule.setup("fit")
+    datamodule, model = build(cfg)
     assert datamodule.task.kind == "multiclass" and len(datamodule.task.class_names) == 9
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape[1:] == (3, 64, 64) and batch["text"].dtype == torch.long
+    # The preset's text encoder pools word and character n-grams apart: the datamodule must hand it which ids are
+    # word n-grams (datamodule.ngram_split_kinds), and the class scores come out of one batch.
+    assert model.encoders["text"].word_buckets == 65536 // 2
+    model.eval()
+    with torch.no_grad():
+        logits = model(batch)
+    assert logits.shape == (len(batch["image"]), 9) and torch.isfinite(logits).all()

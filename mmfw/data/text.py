@@ -86,6 +86,13 @@ class NgramTokenizer:
             raise ValueError(f"datamodule.ngram_buckets must be at least {2 if split_kinds else 1}, got {buckets}")
         self.buckets, self.unique = int(buckets), bool(unique)
         self.word_buckets = self.buckets // 2 if split_kinds else None
+        # Each kind's ids as (first id, how many): one range for both, or word n-grams below the character ones.
+        words = self.word_buckets
+        self.id_ranges = (
+            {"w": (1, words), "c": (words + 1, self.buckets - words)}
+            if words is not None
+            else {"w": (1, self.buckets), "c": (1, self.buckets)}
+        )
         self.vocab_size = self.buckets + 1
         self.fingerprint = f"ngrams-v1-{self.buckets}-{self.WORD_NGRAMS}-{self.CHAR_NGRAMS}-unique{self.unique}"
         self.fingerprint += "-split" if split_kinds else ""
@@ -112,16 +119,10 @@ class NgramTokenizer:
         are read: each word character starts at least one character n-gram, so they hold ``max_len`` ids unless
         the text is mostly whitespace."""
         piece = text[:max_len]
-        if self.word_buckets is None:
-            ids = [zlib.crc32(g.encode("utf-8")) % self.buckets + 1 for g in self.ngrams(piece)]
-        else:
-            words, chars = self.word_buckets, self.buckets - self.word_buckets
-            ids = [
-                zlib.crc32(g.encode("utf-8")) % words + 1
-                if g[0] == "w"
-                else words + 1 + zlib.crc32(g.encode("utf-8")) % chars
-                for g in self.ngrams(piece)
-            ]
+        ids = []
+        for gram in self.ngrams(piece):
+            first, count = self.id_ranges[gram[0]]
+            ids.append(first + zlib.crc32(gram.encode("utf-8")) % count)
         if self.unique:
             ids = list(dict.fromkeys(ids))
         return ids[:max_len], len(ids) > max_len or len(piece) < len(text)

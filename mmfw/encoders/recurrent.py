@@ -110,7 +110,7 @@ class RecurrentEncoder(nn.Module):
             # Every frame is valid: the packed run below computes the same, slower, and torch.export (mmfw-export
             # to ONNX) cannot trace packing.
             hidden, state = self.rnn(self.drop(steps))
-            return self.pool(hidden, state, torch.full(valid.shape[:1], steps.shape[1], device=x.device))
+            return self.pool(hidden, state, torch.full(steps.shape[:1], steps.shape[1], device=x.device))
         lengths = valid_lengths(valid)  # (B,)
         # An empty row runs one (padding) step and is zeroed below: packing cannot hold empty sequences.
         packed = pack_padded_sequence(
